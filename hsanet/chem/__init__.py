@@ -1,0 +1,6 @@
+"""Molecule input and featurization (the graph the encoder reads)."""
+from .parse import Molecule, MoleculeError, parse
+from .featurize import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, brics_fragments, featurize, mol_to_data
+
+__all__ = ["Molecule", "MoleculeError", "parse", "featurize", "mol_to_data", "brics_fragments",
+           "ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS"]

@@ -1,0 +1,112 @@
+"""Featurization: an RDKit molecule to a PyTorch Geometric graph (the encoder's input, Sec. 3.1).
+
+Atoms and bonds get the OGB categorical features that LLaMo and MolCA's GIN read (Hu et al. 2020):
+9 per atom (atomic number, chirality, degree, formal charge, number of H, radical electrons,
+hybridization, aromatic, in ring) and 3 per bond (type, stereo, conjugated), each an index into a
+small vocabulary whose last entry stands for "unknown".
+
+Each atom also gets a BRICS fragment id (the motif branch and the Graph-Mamba ordering use it; the
+paper fragments with a ReLMole-style retrosynthesis tool, BRICS is RDKit's retrosynthesis-based
+fragmentation) and the topological distance matrix (flattened, so PyG can batch it) that modulates
+the Mamba step size.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import BRICS
+from torch_geometric.data import Batch, Data
+
+from .parse import Molecule
+
+_CHIRAL = ["CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW", "CHI_OTHER"]
+_HYBRID = ["SP", "SP2", "SP3", "SP3D", "SP3D2"]
+_BOND_TYPE = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC"]
+_STEREO = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"]
+
+ATOM_FEATURE_DIMS = [119, 5, 12, 12, 10, 6, 6, 2, 2]
+BOND_FEATURE_DIMS = [5, 6, 2]
+DISCONNECTED = 255.0   # distance stored between atoms of different components
+
+
+def _index(value, choices: list) -> int:
+    """Position of ``value`` in ``choices``; the last slot (one past the list) for anything else."""
+    try:
+        return choices.index(value)
+    except ValueError:
+        return len(choices)
+
+
+def _bounded(value: int, lo: int, hi: int) -> int:
+    """Index of an integer in the range lo..hi, or the "unknown" slot after it."""
+    return value - lo if lo <= value <= hi else hi - lo + 1
+
+
+def atom_features(atom: Chem.Atom) -> list[int]:
+    return [
+        _bounded(atom.GetAtomicNum(), 1, 118),
+        _index(str(atom.GetChiralTag()), _CHIRAL),
+        _bounded(atom.GetTotalDegree(), 0, 10),
+        _bounded(atom.GetFormalCharge(), -5, 5),
+        _bounded(atom.GetTotalNumHs(), 0, 8),
+        _bounded(atom.GetNumRadicalElectrons(), 0, 4),
+        _index(str(atom.GetHybridization()), _HYBRID),
+        int(atom.GetIsAromatic()),
+        int(atom.IsInRing()),
+    ]
+
+
+def bond_features(bond: Chem.Bond) -> list[int]:
+    stereo = str(bond.GetStereo())
+    return [
+        _index(str(bond.GetBondType()), _BOND_TYPE),
+        _STEREO.index(stereo) if stereo in _STEREO else len(_STEREO) - 1,
+        int(bond.GetIsConjugated()),
+    ]
+
+
+def brics_fragments(mol: Chem.Mol) -> list[int]:
+    """Fragment id per atom: the components left after cutting RDKit's BRICS bonds.
+
+    Ids are numbered in order of each fragment's smallest atom index (canonical, since the parser
+    rebuilds molecules from canonical SMILES). Disconnected components are separate fragments.
+    """
+    n = mol.GetNumAtoms()
+    cut = [mol.GetBondBetweenAtoms(a, b).GetIdx() for (a, b), _ in BRICS.FindBRICSBonds(mol)]
+    frag_mol = Chem.FragmentOnBonds(mol, cut, addDummies=False) if cut else mol
+    groups = sorted(Chem.GetMolFrags(frag_mol, sanitizeFrags=False), key=min)
+    frag = [0] * n
+    for fid, atoms in enumerate(groups):
+        for a in atoms:
+            if a < n:
+                frag[a] = fid
+    return frag
+
+
+def mol_to_data(mol: Chem.Mol) -> Data:
+    """One molecule as a PyG ``Data`` with x, edge_index, edge_attr, frag, degree and dist."""
+    n = mol.GetNumAtoms()
+    x = torch.tensor([atom_features(a) for a in mol.GetAtoms()], dtype=torch.long).view(n, 9)
+    src, dst, feats = [], [], []
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        f = bond_features(bond)
+        src += [i, j]
+        dst += [j, i]
+        feats += [f, f]
+    edge_index = torch.tensor([src, dst], dtype=torch.long).view(2, -1)
+    edge_attr = torch.tensor(feats, dtype=torch.long).view(-1, 3)
+    dist = np.asarray(Chem.GetDistanceMatrix(mol), dtype=np.float32) if n > 1 else np.zeros((1, 1), np.float32)
+    dist = np.where(dist > 1e6, DISCONNECTED, dist)
+    frag = torch.tensor(brics_fragments(mol), dtype=torch.long)
+    degree = torch.tensor([a.GetDegree() for a in mol.GetAtoms()], dtype=torch.long)
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, frag=frag, degree=degree,
+                num_frags=int(frag.max()) + 1, dist=torch.from_numpy(dist).reshape(-1), num_nodes=n)
+
+
+def featurize(molecules: list[Molecule] | Molecule) -> Batch:
+    """Featurize parsed molecules into one PyG ``Batch``."""
+    if isinstance(molecules, Molecule):
+        molecules = [molecules]
+    return Batch.from_data_list([mol_to_data(m.mol) for m in molecules])

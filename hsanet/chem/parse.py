@@ -1,0 +1,150 @@
+"""Molecule input: SMILES or MOL block in, a canonical RDKit molecule out.
+
+The Ketcher editor returns Kekulé SMILES or a MOL block, people paste anything: everything is
+canonicalized with RDKit here, and every problem becomes a :class:`MoleculeError` whose message a
+person can act on (what RDKit objected to, which limit was exceeded).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+
+from rdkit import Chem, RDLogger, rdBase
+
+MAX_INPUT_CHARS = 100_000
+DEFAULT_MAX_ATOMS = 200
+_TIMESTAMP = re.compile(r"^\[?\d\d:\d\d:\d\d\]?\s*")
+
+
+class MoleculeError(ValueError):
+    """The input is not a molecule HSA-Net can analyze; the message says why."""
+
+
+@dataclass
+class Molecule:
+    """A parsed molecule. ``mol`` is rebuilt from the canonical SMILES, so atom order is canonical."""
+
+    smiles: str
+    mol: Chem.Mol
+    num_atoms: int
+    num_fragments: int
+    input: str
+    input_format: str            # "smiles" or "molblock"
+    warnings: list[str] = field(default_factory=list)
+
+
+# --- RDKit's messages -------------------------------------------------------------------------
+# RDKit reports parse errors through its logger, not through exceptions; route them to Python
+# logging and keep the last ones per thread so the error message can quote them.
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msgs = getattr(self.local, "msgs", None)
+        if msgs is not None:
+            msgs.append(record.getMessage().strip())
+
+
+_collector = _Collector()
+_setup_lock = threading.Lock()
+_is_setup = False
+
+
+def _setup_logging() -> None:
+    global _is_setup
+    with _setup_lock:
+        if _is_setup:
+            return
+        rdBase.LogToPythonLogger()
+        logger = logging.getLogger("rdkit")
+        for h in list(logger.handlers):
+            logger.removeHandler(h)
+        logger.addHandler(_collector)
+        logger.propagate = False
+        RDLogger.EnableLog("rdApp.error")
+        RDLogger.EnableLog("rdApp.warning")
+        _is_setup = True
+
+
+def _rdkit_says(msgs: list[str]) -> str:
+    lines = []
+    for m in msgs:
+        m = _TIMESTAMP.sub("", m).strip()
+        if m and m not in lines:
+            lines.append(m)
+    useful = [ln for ln in lines if "SMILES Parse Error" in ln or "Explicit valence" in ln
+              or "kekulize" in ln.lower() or "Error" in ln or "valence" in ln.lower()]
+    text = "; ".join((useful or lines)[:2])
+    return text[:300]
+
+
+def _looks_like_molblock(text: str) -> bool:
+    return "M  END" in text or "V2000" in text or "V3000" in text
+
+
+def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
+    """Parse a SMILES string or a MOL block into a canonical :class:`Molecule`.
+
+    Raises
+    ------
+    MoleculeError
+        empty input, too long, NUL bytes, reaction SMILES, unparsable SMILES or MOL block (with
+        RDKit's reason), no heavy atoms, or more heavy atoms than ``max_atoms``.
+    """
+    if text is None or not isinstance(text, str):
+        raise MoleculeError("no molecule given: enter a SMILES string or draw a molecule")
+    if len(text) > MAX_INPUT_CHARS:
+        raise MoleculeError(f"input is {len(text):,} characters long; the limit is {MAX_INPUT_CHARS:,}")
+    if "\x00" in text:
+        raise MoleculeError("input contains a NUL byte; paste plain SMILES text")
+    is_block = _looks_like_molblock(text)
+    stripped = text.strip()
+    if not stripped:
+        raise MoleculeError("empty input: enter a SMILES string or draw a molecule")
+    if not is_block:
+        if any(c.isspace() for c in stripped):
+            # a SMILES may be followed by a name ("CCO ethanol"); keep only the first word
+            stripped = stripped.split()[0]
+        if ">" in stripped:
+            raise MoleculeError("this looks like a reaction SMILES (it contains '>'); enter a single molecule")
+        if not stripped.isascii():
+            raise MoleculeError("SMILES may only contain ASCII characters")
+        stripped = stripped.replace("\\\\", "\\")   # ChEBI-20 writes some directional bonds doubled
+
+    _setup_logging()
+    _collector.local.msgs = []
+    try:
+        if is_block:
+            mol = Chem.MolFromMolBlock(text, sanitize=True, removeHs=True)
+            kind = "MOL block"
+        else:
+            mol = Chem.MolFromSmiles(stripped)
+            kind = "SMILES"
+        msgs = list(_collector.local.msgs)
+    finally:
+        _collector.local.msgs = None
+    if mol is None:
+        why = _rdkit_says(msgs)
+        raise MoleculeError(f"RDKit could not read this {kind}" + (f": {why}" if why else ""))
+
+    n_heavy = mol.GetNumHeavyAtoms()
+    if n_heavy == 0:
+        raise MoleculeError("the molecule has no heavy atoms")
+    if n_heavy > max_atoms:
+        raise MoleculeError(f"the molecule has {n_heavy} heavy atoms; the limit is {max_atoms}")
+
+    mol = Chem.RemoveHs(mol)
+    smiles = Chem.MolToSmiles(mol)
+    canon = Chem.MolFromSmiles(smiles)
+    if canon is None:   # round trip failed (rare; e.g. unusual aromaticity): keep the parsed graph
+        canon = mol
+    n_frag = len(Chem.GetMolFrags(canon))
+    warnings = []
+    if n_frag > 1:
+        warnings.append(f"{n_frag} disconnected fragments (salt or mixture): all are analyzed together")
+    return Molecule(smiles=smiles, mol=canon, num_atoms=canon.GetNumAtoms(), num_fragments=n_frag,
+                    input=text, input_format="molblock" if is_block else "smiles", warnings=warnings)

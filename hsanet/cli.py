@@ -1,0 +1,135 @@
+"""The ``hsanet`` command line: analyze, train, evaluate, baseline, bench, reference, report.
+
+Bad input ends with exit code 2 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _load_model(args):
+    from .model import HSANet
+    from .paths import DEFAULT_CHECKPOINT
+
+    checkpoint = getattr(args, "checkpoint", None)
+    if not checkpoint and not DEFAULT_CHECKPOINT.is_dir():
+        print("hsanet: no embedded default model in assets/ yet; using an untrained model", file=sys.stderr)
+        model = HSANet().eval()
+    else:
+        model = HSANet.from_pretrained(checkpoint or None, device=getattr(args, "device", None))
+    variant = getattr(args, "variant", None)
+    if variant and variant != model.config.variant:
+        model.set_variant(variant)
+    return model
+
+
+def cmd_analyze(args) -> int:
+    from .chem import MoleculeError, parse
+
+    if not args.file:
+        if not args.smiles:
+            raise UsageError("give a SMILES string or --file FILE")
+        parse(args.smiles)          # a bad molecule is reported before the model loads
+    model = _load_model(args)
+    kwargs = dict(caption=not args.no_caption, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+    if args.file:
+        try:
+            lines = open(args.file, encoding="utf-8", errors="replace").read().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                obj = model.analyze(line, **kwargs).to_json()
+            except MoleculeError as exc:
+                obj = {"input": line, "error": str(exc)}
+            print(json.dumps(obj), flush=True)
+        return 0
+    if not args.smiles:
+        raise UsageError("give a SMILES string or --file FILE")
+    try:
+        trace = model.analyze(args.smiles, **kwargs)
+    except MoleculeError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(trace.to_json()))
+        return 0
+    print(f"SMILES     {trace.smiles}  ({trace.num_atoms} heavy atoms, {trace.num_fragments} fragment(s))")
+    print(f"model      variant={trace.variant} trained={trace.trained} device={trace.device} "
+          f"mamba={trace.mamba_backend}")
+    print("level  MAD     Dirichlet  eff.rank  mean cos  p_attn  p_mamba  choice")
+    for lv in trace.levels:
+        m = lv.metrics
+        print(f"{lv.level:>5}  {m['mad']:.3f}   {m['dirichlet_energy']:9.3f}  {m['effective_rank']:8.2f}  "
+              f"{m['mean_cosine']:8.3f}  {lv.p_attn:.3f}   {lv.p_mamba:.3f}    {lv.choice}")
+    for name, value in trace.properties.items():
+        print(f"property   {name}: {value:.3f}")
+    print(f"caption    {trace.caption}")
+    for w in trace.warnings:
+        print(f"warning    {w}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hsanet", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="run HSA-Net on a molecule and print its trace")
+    a.add_argument("smiles", nargs="?", help="SMILES string (or a MOL block)")
+    a.add_argument("--file", help="one molecule per line; with --jsonl prints one JSON object per line")
+    a.add_argument("--jsonl", action="store_true", help="with --file: JSON lines (the default for --file)")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--variant", choices=["full", "attn", "mamba", "nosaf"])
+    a.add_argument("--checkpoint", help="checkpoint folder (default: the embedded model in assets/)")
+    a.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    a.add_argument("--beams", type=int, default=1, help="beam width for the caption (1 = greedy)")
+    a.add_argument("--max-new-tokens", type=int, default=None)
+    a.add_argument("--no-caption", action="store_true")
+    a.set_defaults(func=cmd_analyze)
+
+    for register in _registrars():
+        register(sub)
+    return p
+
+
+def _registrars():
+    """Subcommands defined next to the code they run."""
+    import importlib
+
+    out = []
+    for mod in ("hsanet.training.cli", "hsanet.evaluate", "hsanet.bench", "hsanet.reference", "hsanet.report"):
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        out.append(module.register)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .chem import MoleculeError
+    from .config import ConfigError
+    from .model import CheckpointError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, MoleculeError, ConfigError, CheckpointError, FileNotFoundError) as exc:
+        print(f"hsanet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""One configuration object for the whole HSA-Net model (nanoGPT style).
+
+Defaults follow the paper's predecessors where the paper is silent (GUIDE.md section 1): a 5-layer
+GIN with hidden size 300 (LLaMo, MolCA), 4 query tokens per level, 4 heads, 4 motif queries,
+Mamba's d_state 16 / d_conv 4 / expand 2, top-2 of 4 SAF experts, load-balancing coefficient 0.01.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VARIANTS = ("full", "attn", "mamba", "nosaf")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass
+class HSANetConfig:
+    # graph encoder (GIN with edge features)
+    num_layers: int = 5                 # L: GNN layers; levels 0..L are kept (L+1 levels)
+    hidden: int = 300
+    gnn_dropout: float = 0.0
+    # projectors
+    proj_dim: int = 128                 # width of projector tokens and of SAF
+    num_queries: int = 4                # tokens per level (E_Attn queries = E_Mamba read-out tokens)
+    num_heads: int = 4
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int = 0                    # 0 -> ceil(proj_dim / 16), as mamba-ssm
+    max_graph_distance: int = 8         # bond-path distances are clipped here for the Delta modulation
+    # motif branch
+    num_motif_queries: int = 4
+    # HAP
+    variant: str = "full"               # full | attn | mamba | nosaf
+    gumbel_tau: float = 1.0
+    # SAF
+    num_experts: int = 4
+    top_k: int = 2
+    balance_coef: float = 0.01
+    # language model
+    lm_type: str = "gpt2"               # gpt2 | llama | local (a causal LM folder, see lm_path)
+    lm_path: str = ""
+    lm_dim: int = 256
+    lm_layers: int = 4
+    lm_heads: int = 4
+    lm_dropout: float = 0.0
+    max_positions: int = 512
+    vocab_size: int = 0                 # set from the tokenizer
+    max_smiles_tokens: int = 64
+    max_caption_tokens: int = 128
+    retrieval_k: int = 2                # neighbour captions read by the decoder; 0 switches retrieval off
+    max_ref_tokens: int = 80
+    instruction: str = "Describe this molecule."
+    # property heads: task name -> "classification" | "regression"
+    property_tasks: dict = field(default_factory=dict)
+    # limits
+    max_atoms: int = 200
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def num_levels(self) -> int:
+        return self.num_layers + 1
+
+    @property
+    def resolved_dt_rank(self) -> int:
+        return self.dt_rank or math.ceil(self.proj_dim / 16)
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        need(self.num_layers >= 1, "num_layers must be >= 1")
+        for name in ("hidden", "proj_dim", "num_queries", "num_heads", "d_state", "d_conv", "expand",
+                     "num_motif_queries", "num_experts", "lm_dim", "lm_layers", "lm_heads",
+                     "max_positions", "max_atoms"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}")
+        need(self.proj_dim % self.num_heads == 0, "proj_dim must be divisible by num_heads")
+        need(self.lm_dim % self.lm_heads == 0, "lm_dim must be divisible by lm_heads")
+        need(1 <= self.top_k <= self.num_experts, "top_k must be between 1 and num_experts")
+        need(self.lm_type in ("gpt2", "llama", "local"), f"lm_type must be gpt2, llama or local, got {self.lm_type!r}")
+        need(self.lm_type != "local" or bool(self.lm_path), "lm_type 'local' needs lm_path")
+        need(self.retrieval_k >= 0, "retrieval_k must be >= 0")
+        for task, kind in self.property_tasks.items():
+            need(kind in ("classification", "regression"), f"property task {task!r}: kind must be classification or regression")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HSANetConfig":
+        if not isinstance(d, dict):
+            raise ConfigError("config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HSANetConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(d)

@@ -1,0 +1,113 @@
+"""HAP, the Hierarchical Adaptive Projector (Sec. 3.2, Eqs. 2-3).
+
+Every GNN level l has its own pair of projector experts, E_Attn^(l) and E_Mamba^(l), and its own
+gate. The gate is a linear layer on the mean-pooled node states of the level (the paper writes
+p^(l) = G_h(H^(l)); pooling first makes it one decision per molecule and level):
+
+    p^(l) = softmax(W_h mean(H^(l)) + b_h)                                   (Eq. 2)
+    Z^(l) = E_k(H^(l)),  k = one-hot(argmax p^(l))    at inference           (Eq. 3)
+
+In training the one-hot comes from a hard Gumbel-softmax with straight-through gradients, so both
+gates learn and each projector learns from the molecules routed to it. Both probabilities are kept
+for the trace. Variants for the ablations: ``attn`` always uses E_Attn, ``mamba`` always E_Mamba.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.utils import scatter, to_dense_batch
+
+from .projectors import CrossAttnProjector, GraphMambaProjector, serialize
+
+
+@dataclass
+class Serialization:
+    """The E_Mamba scan order of a batch, shared by all levels."""
+
+    index: torch.Tensor        # (B, Lmax) global node index per step, left-padded (pads point at node 0)
+    dist: torch.Tensor         # (B, Lmax) bond-path distance to the previous atom in the order
+    mask: torch.Tensor         # (B, Lmax) True for real atoms
+    orders: list[list[int]]    # per molecule, local atom indices in scan order
+
+
+def serialize_batch(batch, random_ties: bool = False, generator: torch.Generator | None = None) -> Serialization:
+    ptr = batch.ptr.tolist()
+    sizes = [ptr[i + 1] - ptr[i] for i in range(len(ptr) - 1)]
+    lmax = max(sizes)
+    device = batch.x.device
+    index = torch.zeros(len(sizes), lmax, dtype=torch.long)
+    dist = torch.ones(len(sizes), lmax)
+    mask = torch.zeros(len(sizes), lmax, dtype=torch.bool)
+    frag, degree, dmat = batch.frag.cpu(), batch.degree.cpu(), batch.dist.cpu()
+    offset_d = 0
+    orders = []
+    for g, n in enumerate(sizes):
+        start = ptr[g]
+        order = serialize(frag[start:start + n], degree[start:start + n], generator, random_ties)
+        d = dmat[offset_d:offset_d + n * n].view(n, n)
+        offset_d += n * n
+        steps = torch.ones(n)
+        if n > 1:
+            steps[1:] = d[order[:-1], order[1:]]
+        pad = lmax - n
+        index[g, pad:] = order + start
+        dist[g, pad:] = steps
+        mask[g, pad:] = True
+        orders.append(order.tolist())
+    return Serialization(index.to(device), dist.to(device), mask.to(device), orders)
+
+
+class HAP(nn.Module):
+    def __init__(self, num_levels: int, in_dim: int, dim: int, num_queries: int, num_heads: int,
+                 d_state: int, d_conv: int, expand: int, dt_rank: int, max_distance: int,
+                 variant: str = "full", tau: float = 1.0) -> None:
+        super().__init__()
+        self.attn = nn.ModuleList(CrossAttnProjector(in_dim, dim, num_queries, num_heads) for _ in range(num_levels))
+        self.mamba = nn.ModuleList(
+            GraphMambaProjector(in_dim, dim, num_queries, d_state, d_conv, expand, dt_rank, max_distance)
+            for _ in range(num_levels))
+        self.gates = nn.ModuleList(nn.Linear(in_dim, 2) for _ in range(num_levels))
+        self.variant = variant
+        self.tau = tau
+
+    def route(self, logits: torch.Tensor) -> torch.Tensor:
+        """Weights of (E_Attn, E_Mamba) used to mix the expert outputs: one-hot in every variant."""
+        if self.variant == "attn":
+            return torch.tensor([1.0, 0.0], device=logits.device).expand_as(logits)
+        if self.variant == "mamba":
+            return torch.tensor([0.0, 1.0], device=logits.device).expand_as(logits)
+        if self.training:
+            return F.gumbel_softmax(logits, tau=self.tau, hard=True)
+        return F.one_hot(logits.argmax(-1), 2).to(logits.dtype)
+
+    def forward(self, levels: list[torch.Tensor], batch_vec: torch.Tensor, ser: Serialization,
+                keep_experts: bool = False) -> dict:
+        tokens, probs, weights, attn_out, mamba_out = [], [], [], [], []
+        for l, h in enumerate(levels):
+            dense, mask = to_dense_batch(h, batch_vec)
+            seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
+            logits = self.gates[l](scatter(h, batch_vec, dim=0, reduce="mean"))
+            w = self.route(logits)
+            za = self.attn[l](dense, mask) if (self.variant != "mamba" or keep_experts) else None
+            zm = self.mamba[l](seq, ser.dist, ser.mask) if (self.variant != "attn" or keep_experts) else None
+            if za is None:
+                z = zm * w[:, 1, None, None]
+            elif zm is None:
+                z = za * w[:, 0, None, None]
+            else:
+                z = za * w[:, 0, None, None] + zm * w[:, 1, None, None]
+            tokens.append(z)
+            probs.append(logits.softmax(-1))
+            weights.append(w)
+            attn_out.append(za)
+            mamba_out.append(zm)
+        return {
+            "tokens": tokens,                               # L+1 tensors (B, K, dim)
+            "probs": torch.stack(probs, dim=1),             # (B, L+1, 2): p_attn, p_mamba
+            "choice": torch.stack(weights, dim=1).argmax(-1),   # (B, L+1): 0 attn, 1 mamba
+            "attn_tokens": attn_out,
+            "mamba_tokens": mamba_out,
+        }

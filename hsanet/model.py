@@ -1,0 +1,293 @@
+"""HSA-Net, assembled in the order of the paper's Figure 1:
+
+    molecule -> GIN levels H^(0..L) (encoder.py) -> HAP per level: gate + E_Attn | E_Mamba (hap.py)
+             -> motif tokens (motif.py) -> SAF top-2 mixture of experts (saf.py)
+             -> caption decoder (lm/decoder.py) and property heads (heads.py)
+
+``HSANet.analyze`` runs it on molecules and returns a :class:`~hsanet.trace.Trace` with everything the
+app shows; ``save_pretrained`` / ``from_pretrained`` store a checkpoint as safetensors + JSON.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .chem import Molecule, featurize, parse
+from .config import ConfigError, HSANetConfig
+from .encoder import GINEncoder
+from .hap import HAP, serialize_batch
+from .heads import PropertyHeads
+from .lm import CaptionDecoder, TextTokenizer
+from .motif import MotifBranch
+from .projectors.scan import backend_for
+from .saf import SAF, MLPFusion
+from .trace import LevelTrace, Neighbour, SAFToken, Trace
+
+WEIGHTS = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete, unsafe or inconsistent."""
+
+
+class HSANet(nn.Module):
+    def __init__(self, config: HSANetConfig | None = None, tokenizer: TextTokenizer | None = None,
+                 retrieval=None) -> None:
+        super().__init__()
+        self.config = config = config or HSANetConfig()
+        d = config.proj_dim
+        self.encoder = GINEncoder(config.num_layers, config.hidden, config.gnn_dropout)
+        self.hap = HAP(config.num_levels, config.hidden, d, config.num_queries, config.num_heads, config.d_state,
+                       config.d_conv, config.expand, config.resolved_dt_rank, config.max_graph_distance,
+                       config.variant, config.gumbel_tau)
+        self.motif = MotifBranch(config.hidden, d, config.num_motif_queries, config.num_heads)
+        self.level_emb = nn.Parameter(torch.randn(config.num_levels + 1, d) * 0.02)   # source of each token
+        self.fusion = MLPFusion(d) if config.variant == "nosaf" else SAF(d, config.num_experts, config.top_k,
+                                                                          config.balance_coef)
+        self.tokenizer = tokenizer
+        self.decoder = None
+        if tokenizer is not None:
+            if config.vocab_size and config.lm_type != "local" and config.vocab_size != len(tokenizer):
+                raise ConfigError(f"config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
+            config.vocab_size = len(tokenizer)
+            self.decoder = CaptionDecoder(config, tokenizer)
+        self.heads = PropertyHeads(d, config.property_tasks) if config.property_tasks else None
+        self.retrieval = retrieval
+        self.meta: dict = {"trained": False}
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def token_sources(self) -> list[str]:
+        k, km = self.config.num_queries, self.config.num_motif_queries
+        return [f"level {l}" for l in range(self.config.num_levels) for _ in range(k)] + ["motif"] * km
+
+    def set_variant(self, variant: str) -> None:
+        self.config.variant = variant
+        self.hap.variant = variant
+
+    def encode(self, batch, keep_experts: bool = False, generator: torch.Generator | None = None) -> dict:
+        """Graph side of HSA-Net for a PyG batch: levels, HAP routing, motif tokens, SAF fusion."""
+        batch = batch.to(self.device)
+        levels = self.encoder(batch.x, batch.edge_index, batch.edge_attr)
+        ser = serialize_batch(batch, random_ties=self.training, generator=generator)
+        hap = self.hap(levels, batch.batch, ser, keep_experts=keep_experts)
+        motif = self.motif(levels[-1], batch.batch, batch.frag, batch.num_frags)
+        k = self.config.num_queries
+        z = torch.cat(hap["tokens"] + [motif], dim=1)                       # (B, (L+1)K + Km, d)
+        src = torch.cat([torch.arange(self.config.num_levels, device=z.device).repeat_interleave(k),
+                         torch.full((motif.shape[1],), self.config.num_levels, device=z.device)])
+        fused = self.fusion(z + self.level_emb[src])
+        return {"levels": levels, "serialization": ser, "hap": hap, "motif": motif, "tokens": z,
+                "fusion": fused, "fused": fused["fused"], "embedding": fused["fused"].mean(1),
+                "batch": batch}
+
+    # ------------------------------------------------------------------------------------------
+    def references(self, smiles: list[str], exclude_self: bool = False) -> list[list[Neighbour]]:
+        """Retrieved neighbour captions for the prompt (empty lists when retrieval is off)."""
+        k = self.config.retrieval_k
+        if self.retrieval is None or k == 0:
+            return [[] for _ in smiles]
+        hits = self.retrieval.query_many(smiles, k=k, exclude_self=exclude_self)
+        return [[Neighbour(self.retrieval.smiles[i], self.retrieval.captions[i], float(s)) for i, s in row]
+                for row in hits]
+
+    def caption_loss(self, batch, smiles: list[str], captions: list[str], references: list[list[str]]):
+        out = self.encode(batch)
+        prompts = [self.decoder.prompt_ids(s, r) for s, r in zip(smiles, references)]
+        targets = [self.decoder.target_ids(c) for c in captions]
+        lm_loss = self.decoder.loss(out["fused"], prompts, targets)
+        return lm_loss, out["fusion"]["balance_loss"]
+
+    @torch.no_grad()
+    def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
+                          no_repeat_ngram_size: int = 0, batch_size: int = 32, use_cache: bool = True) -> list[str]:
+        if self.decoder is None:
+            raise RuntimeError("this model has no caption decoder (no tokenizer)")
+        self.eval()
+        out = []
+        for i in range(0, len(molecules), batch_size):
+            chunk = molecules[i:i + batch_size]
+            enc = self.encode(featurize(chunk))
+            refs = self.references([m.smiles for m in chunk])
+            prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(chunk, refs)]
+            out += self.decoder.generate(enc["fused"], prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
+                                         use_cache=use_cache)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def analyze(self, inputs, caption: bool = True, properties: bool = True, num_beams: int = 1,
+                max_new_tokens: int | None = None, metrics: bool = True):
+        """Run HSA-Net on one input (str or Molecule) or a list of them and return Trace(s).
+
+        Raises :class:`~hsanet.chem.MoleculeError` for a bad input.
+        """
+        from .metrics.oversmoothing import all_metrics   # local import keeps scipy off the import path
+
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        self.eval()
+        t = {}
+        t0 = time.perf_counter()
+        mols = [x if isinstance(x, Molecule) else parse(x, self.config.max_atoms) for x in items]
+        t["parse"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        batch = featurize(mols).to(self.device)
+        t["featurize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        levels = self.encoder(batch.x, batch.edge_index, batch.edge_attr)
+        t["encoder"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ser = serialize_batch(batch)
+        hap = self.hap(levels, batch.batch, ser, keep_experts=True)
+        motif = self.motif(levels[-1], batch.batch, batch.frag, batch.num_frags)
+        t["projectors_hap"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        k = self.config.num_queries
+        z = torch.cat(hap["tokens"] + [motif], dim=1)
+        src = torch.cat([torch.arange(self.config.num_levels, device=z.device).repeat_interleave(k),
+                         torch.full((motif.shape[1],), self.config.num_levels, device=z.device)])
+        fusion = self.fusion(z + self.level_emb[src])
+        emb = fusion["fused"].mean(1)
+        t["saf"] = time.perf_counter() - t0
+
+        ptr = batch.ptr.tolist()
+        level_np = [h.float().cpu().numpy() for h in levels]
+        ei = batch.edge_index.cpu().numpy()
+        t0 = time.perf_counter()
+        level_metrics = []
+        for g in range(len(mols)):
+            a, b = ptr[g], ptr[g + 1]
+            sel = (ei[0] >= a) & (ei[0] < b)
+            local_ei = ei[:, sel] - a
+            level_metrics.append([all_metrics(x[a:b], local_ei) if metrics else {} for x in level_np])
+        t["metrics"] = time.perf_counter() - t0
+
+        props = None
+        if properties and self.heads is not None:
+            props = self.heads.predict(emb).cpu().numpy()
+        captions, neighbours = [None] * len(mols), [[] for _ in mols]
+        t0 = time.perf_counter()
+        if caption and self.decoder is not None:
+            neighbours = self.references([m.smiles for m in mols])
+            prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(mols, neighbours)]
+            captions = self.decoder.generate(fusion["fused"], prompts, num_beams, max_new_tokens)
+        t["caption"] = time.perf_counter() - t0
+
+        device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
+        backend = backend_for(self.device)
+        probs = hap["probs"].cpu().numpy()
+        choice = hap["choice"].cpu().numpy()
+        sources = self.token_sources
+        traces = []
+        for g, m in enumerate(mols):
+            a, b = ptr[g], ptr[g + 1]
+            lv = [LevelTrace(level=l, node_states=level_np[l][a:b], metrics=level_metrics[g][l],
+                             p_attn=float(probs[g, l, 0]), p_mamba=float(probs[g, l, 1]),
+                             choice="attn" if choice[g, l] == 0 else "mamba",
+                             pooled=level_np[l][a:b].mean(0),
+                             attn_tokens=hap["attn_tokens"][l][g].cpu().numpy(),
+                             mamba_tokens=hap["mamba_tokens"][l][g].cpu().numpy(),
+                             tokens=hap["tokens"][l][g].cpu().numpy())
+                  for l in range(self.config.num_levels)]
+            saf_tokens = []
+            for i, s in enumerate(sources):
+                if fusion["experts"] is None:
+                    saf_tokens.append(SAFToken(i, s, [], [], []))
+                else:
+                    saf_tokens.append(SAFToken(i, s, fusion["experts"][g, i].tolist(),
+                                               [float(w) for w in fusion["weights"][g, i]],
+                                               [float(p) for p in fusion["probs"][g, i]]))
+            prop = {}
+            kinds = {}
+            if props is not None:
+                prop = {name: float(props[g, j]) for j, name in enumerate(self.heads.tasks)}
+                kinds = dict(zip(self.heads.tasks, self.heads.kinds))
+            warnings = list(m.warnings)
+            if not self.meta.get("trained"):
+                warnings.append("this model is untrained: its routing, tokens and caption are not meaningful")
+            traces.append(Trace(
+                smiles=m.smiles, input=m.input, num_atoms=m.num_atoms, num_fragments=m.num_fragments,
+                atom_fragment=batch.frag[a:b].tolist(), mamba_order=ser.orders[g], levels=lv,
+                saf_tokens=saf_tokens, num_experts=self.config.num_experts if fusion["experts"] is not None else 0,
+                fused_tokens=fusion["fused"][g].cpu().numpy(), embedding=emb[g].cpu().numpy(),
+                motif_tokens=motif[g].cpu().numpy(), variant=self.config.variant,
+                trained=bool(self.meta.get("trained")), device=device, mamba_backend=backend,
+                caption=captions[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
+                timings_ms={k2: v * 1000.0 / len(mols) for k2, v in t.items()}, warnings=warnings))
+        return traces[0] if single else traces
+
+    # ------------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, fp16: bool = False) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / "config.json")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        if fp16:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        # tied weights (LM input/output embeddings) are stored once
+        seen, unique = {}, {}
+        for k, v in state.items():
+            key = (v.data_ptr(), v.shape, v.dtype) if v.numel() else None
+            if key is not None and key in seen and not fp16:
+                continue
+            seen[key] = k
+            unique[k] = v
+        save_file(unique, str(folder / WEIGHTS), metadata={"format": "pt"})
+        if self.tokenizer is not None:
+            self.tokenizer.save(folder / "tokenizer.json")
+        if self.retrieval is not None:
+            self.retrieval.save(folder / "retrieval")
+        (folder / "metadata.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None, device: str | torch.device | None = None,
+                        allow_pickle: bool = False) -> "HSANet":
+        from .paths import DEFAULT_CHECKPOINT
+
+        folder = Path(folder) if folder else DEFAULT_CHECKPOINT
+        if not folder.is_dir():
+            raise CheckpointError(f"checkpoint folder not found: {folder}")
+        pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise CheckpointError(f"{folder} contains pickled files ({', '.join(pickled)}); HSA-Net loads only "
+                                  "safetensors and JSON. Pass allow_pickle=True only for files you trust.")
+        if not (folder / "config.json").exists() or not (folder / WEIGHTS).exists():
+            raise CheckpointError(f"{folder} needs config.json and {WEIGHTS}")
+        config = HSANetConfig.load(folder / "config.json")
+        tokenizer = None
+        if config.lm_type == "local":
+            tokenizer = TextTokenizer.from_hf_folder(config.lm_path)
+        elif (folder / "tokenizer.json").exists():
+            tokenizer = TextTokenizer.load(folder / "tokenizer.json")
+        retrieval = None
+        if (folder / "retrieval").is_dir():
+            from .retrieval import FingerprintIndex
+
+            retrieval = FingerprintIndex.load(folder / "retrieval")
+        model = cls(config, tokenizer, retrieval)
+        state = load_file(str(folder / WEIGHTS))
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = {"decoder.lm.lm_head.weight"}
+        missing = [m for m in missing if m not in tied]
+        if missing or unexpected:
+            raise CheckpointError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if (folder / "metadata.json").exists():
+            model.meta = json.loads((folder / "metadata.json").read_text())
+        model.eval()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return model.to(device)

@@ -1,0 +1,123 @@
+"""The Trace: everything HSA-Net computed for one molecule, as the app and ``hsanet analyze`` show it.
+
+``HSANet.analyze`` returns one Trace per molecule. The app draws only from it (nothing it shows is
+computed in app/), and ``Trace.to_json()`` is the object ``hsanet analyze --json`` prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class LevelTrace:
+    """One GNN level l (0 = atom embeddings): its node states, over-smoothing metrics and HAP routing."""
+
+    level: int
+    node_states: np.ndarray          # (num_atoms, hidden)
+    metrics: dict[str, float]        # mad, mad_gap, dirichlet_energy, dirichlet_energy_normalized,
+                                     # mean_cosine, effective_rank, numerical_rank
+    p_attn: float                    # HAP gate probability of E_Attn (Eq. 2)
+    p_mamba: float                   # HAP gate probability of E_Mamba
+    choice: str                      # "attn" or "mamba": the expert whose tokens were used (Eq. 3)
+    pooled: np.ndarray               # (hidden,) mean of the node states: the "level l pooled" map stage
+    attn_tokens: np.ndarray          # (num_queries, proj_dim) E_Attn output
+    mamba_tokens: np.ndarray         # (num_queries, proj_dim) E_Mamba output
+    tokens: np.ndarray               # (num_queries, proj_dim) the chosen expert's tokens Z^(l)
+
+
+@dataclass
+class SAFToken:
+    """One token entering Source-Aware Fusion and where the top-k router sent it (Eqs. 4-5)."""
+
+    index: int
+    source: str                      # "level 0".."level L" or "motif"
+    experts: list[int]               # top-k expert ids
+    weights: list[float]             # renormalized gate weights of those experts (sum to 1)
+    probs: list[float]               # the router's full softmax over all experts
+
+
+@dataclass
+class Neighbour:
+    """A retrieved reference molecule (fingerprint nearest neighbour) and its caption."""
+
+    smiles: str
+    caption: str
+    similarity: float
+
+
+@dataclass
+class Trace:
+    smiles: str                                  # canonical SMILES
+    input: str                                   # what the user gave
+    num_atoms: int
+    num_fragments: int                           # disconnected components (salts, mixtures)
+    atom_fragment: list[int]                     # BRICS fragment id per atom
+    mamba_order: list[int]                       # the E_Mamba serialization (atom indices in scan order)
+    levels: list[LevelTrace]
+    saf_tokens: list[SAFToken]
+    num_experts: int
+    fused_tokens: np.ndarray                     # (num_tokens, proj_dim) SAF output Y
+    embedding: np.ndarray                        # (proj_dim,) molecule embedding (mean of fused tokens)
+    motif_tokens: np.ndarray                     # (num_motif_queries, proj_dim)
+    variant: str
+    trained: bool
+    device: str
+    mamba_backend: str
+    caption: str | None = None
+    properties: dict[str, float] = field(default_factory=dict)
+    property_kinds: dict[str, str] = field(default_factory=dict)
+    neighbours: list[Neighbour] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def hap_pattern(self) -> str:
+        """Routing as a string, one letter per level: A (attention) or M (Mamba)."""
+        return "".join("A" if lv.choice == "attn" else "M" for lv in self.levels)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``hsanet analyze --json`` (plain Python types only)."""
+        return {
+            "smiles": self.smiles,
+            "input": self.input,
+            "num_atoms": self.num_atoms,
+            "num_fragments": self.num_fragments,
+            "variant": self.variant,
+            "trained": self.trained,
+            "levels": [
+                {"level": lv.level, **{k: _f(v) for k, v in lv.metrics.items()}}
+                for lv in self.levels
+            ],
+            "hap": [
+                {"level": lv.level, "p_attn": _f(lv.p_attn), "p_mamba": _f(lv.p_mamba), "choice": lv.choice}
+                for lv in self.levels
+            ],
+            "mamba_order": list(map(int, self.mamba_order)),
+            "atom_fragment": list(map(int, self.atom_fragment)),
+            "saf": {
+                "num_experts": self.num_experts,
+                "tokens": [
+                    {"index": t.index, "source": t.source, "experts": list(map(int, t.experts)),
+                     "weights": [_f(w) for w in t.weights]}
+                    for t in self.saf_tokens
+                ],
+            },
+            "embedding": [_f(v) for v in np.asarray(self.embedding).ravel()],
+            "caption": self.caption,
+            "properties": {k: _f(v) for k, v in self.properties.items()},
+            "neighbours": [
+                {"smiles": n.smiles, "caption": n.caption, "similarity": _f(n.similarity)} for n in self.neighbours
+            ],
+            "device": self.device,
+            "mamba_backend": self.mamba_backend,
+            "timings_ms": {k: _f(v) for k, v in self.timings_ms.items()},
+            "warnings": list(self.warnings),
+        }
+
+
+def _f(v: Any) -> float | None:
+    v = float(v)
+    return None if not np.isfinite(v) else round(v, 6)
