@@ -73,26 +73,28 @@ class HAP(nn.Module):
         self.variant = variant
         self.tau = tau
 
-    def route(self, logits: torch.Tensor) -> torch.Tensor:
+    def route(self, logits: torch.Tensor, variant: str) -> torch.Tensor:
         """Weights of (E_Attn, E_Mamba) used to mix the expert outputs: one-hot in every variant."""
-        if self.variant == "attn":
+        if variant == "attn":
             return torch.tensor([1.0, 0.0], device=logits.device).expand_as(logits)
-        if self.variant == "mamba":
+        if variant == "mamba":
             return torch.tensor([0.0, 1.0], device=logits.device).expand_as(logits)
         if self.training:
             return F.gumbel_softmax(logits, tau=self.tau, hard=True)
         return F.one_hot(logits.argmax(-1), 2).to(logits.dtype)
 
     def forward(self, levels: list[torch.Tensor], batch_vec: torch.Tensor, ser: Serialization,
-                keep_experts: bool = False) -> dict:
+                keep_experts: bool = False, variant: str | None = None) -> dict:
+        """``variant`` overrides the configured routing for this call only (no state is changed)."""
+        variant = variant or self.variant
         tokens, probs, weights, attn_out, mamba_out = [], [], [], [], []
         for l, h in enumerate(levels):
             dense, mask = to_dense_batch(h, batch_vec)
             seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
             logits = self.gates[l](scatter(h, batch_vec, dim=0, reduce="mean"))
-            w = self.route(logits)
-            za = self.attn[l](dense, mask) if (self.variant != "mamba" or keep_experts) else None
-            zm = self.mamba[l](seq, ser.dist, ser.mask) if (self.variant != "attn" or keep_experts) else None
+            w = self.route(logits, variant)
+            za = self.attn[l](dense, mask) if (variant != "mamba" or keep_experts) else None
+            zm = self.mamba[l](seq, ser.dist, ser.mask) if (variant != "attn" or keep_experts) else None
             if za is None:
                 z = zm * w[:, 1, None, None]
             elif zm is None:

@@ -73,6 +73,9 @@ class HSANet(nn.Module):
         return [f"level {l}" for l in range(self.config.num_levels) for _ in range(k)] + ["motif"] * km
 
     def set_variant(self, variant: str) -> None:
+        """Switch HAP routing between full, attn and mamba (nosaf needs its own trained fusion)."""
+        if variant == "nosaf" or (self.config.variant == "nosaf") != (variant == "nosaf"):
+            raise ConfigError("the nosaf variant has a different fusion module: load a nosaf checkpoint")
         self.config.variant = variant
         self.hap.variant = variant
 
@@ -128,11 +131,15 @@ class HSANet(nn.Module):
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def analyze(self, inputs, caption: bool = True, properties: bool = True, num_beams: int = 1,
-                max_new_tokens: int | None = None, metrics: bool = True):
+                max_new_tokens: int | None = None, metrics: bool = True, routing: str | None = None):
         """Run HSA-Net on one input (str or Molecule) or a list of them and return Trace(s).
 
+        ``routing`` ("attn" or "mamba") forces HAP's choice for this call only, on these weights (the
+        compare view uses it when no ablation checkpoint exists). Thread-safe: nothing is mutated.
         Raises :class:`~hsanet.chem.MoleculeError` for a bad input.
         """
+        if routing not in (None, "attn", "mamba"):
+            raise ValueError("routing must be None, 'attn' or 'mamba'")
         from .metrics.oversmoothing import all_metrics   # local import keeps scipy off the import path
 
         single = not isinstance(inputs, (list, tuple))
@@ -150,7 +157,7 @@ class HSANet(nn.Module):
         t["encoder"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ser = serialize_batch(batch)
-        hap = self.hap(levels, batch.batch, ser, keep_experts=True)
+        hap = self.hap(levels, batch.batch, ser, keep_experts=True, variant=routing)
         motif = self.motif(levels[-1], batch.batch, batch.frag, batch.num_frags)
         t["projectors_hap"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -222,7 +229,8 @@ class HSANet(nn.Module):
                 atom_fragment=batch.frag[a:b].tolist(), mamba_order=ser.orders[g], levels=lv,
                 saf_tokens=saf_tokens, num_experts=self.config.num_experts if fusion["experts"] is not None else 0,
                 fused_tokens=fusion["fused"][g].cpu().numpy(), embedding=emb[g].cpu().numpy(),
-                motif_tokens=motif[g].cpu().numpy(), variant=self.config.variant,
+                motif_tokens=motif[g].cpu().numpy(),
+                variant=self.config.variant if routing is None else f"{self.config.variant} (routing forced: {routing})",
                 trained=bool(self.meta.get("trained")), device=device, mamba_backend=backend,
                 caption=captions[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
                 timings_ms={k2: v * 1000.0 / len(mols) for k2, v in t.items()}, warnings=warnings))
