@@ -26,7 +26,7 @@ class HSANetConfig:
     hidden: int = 300
     gnn_dropout: float = 0.0
     # projectors
-    proj_dim: int = 128                 # width of projector tokens and of SAF
+    proj_dim: int = 64                  # width of projector tokens and of SAF
     num_queries: int = 4                # tokens per level (E_Attn queries = E_Mamba read-out tokens)
     num_heads: int = 4
     d_state: int = 16
@@ -52,10 +52,10 @@ class HSANetConfig:
     lm_dropout: float = 0.0
     max_positions: int = 512
     vocab_size: int = 0                 # set from the tokenizer
-    max_smiles_tokens: int = 64
-    max_caption_tokens: int = 128
+    max_smiles_tokens: int = 48
+    max_caption_tokens: int = 112
     retrieval_k: int = 2                # neighbour captions read by the decoder; 0 switches retrieval off
-    max_ref_tokens: int = 80
+    max_ref_tokens: int = 64
     instruction: str = "Describe this molecule."
     # property heads: task name -> "classification" | "regression"
     property_tasks: dict = field(default_factory=dict)

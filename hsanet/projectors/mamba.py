@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scan import selective_scan
+from .scan import kernel_available, selective_scan, selective_scan_readout
 
 
 def serialize(frag: torch.Tensor, degree: torch.Tensor, generator: torch.Generator | None = None,
@@ -63,8 +63,12 @@ class StructureAwareMamba(nn.Module):
         self.gamma_raw = nn.Parameter(torch.full((self.d_inner,), math.log(math.expm1(0.5))))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, L, d_model), dist (B, L) graph distance to the previous step, mask (B, L) -> (B, L, d_model)."""
+    def forward(self, x: torch.Tensor, dist: torch.Tensor, mask: torch.Tensor, last: int = 0) -> torch.Tensor:
+        """x (B, L, d_model), dist (B, L) graph distance to the previous step, mask (B, L) -> (B, L, d_model).
+
+        With ``last`` > 0 only the outputs of the last ``last`` steps are computed and returned
+        (B, last, d_model): on CPU by the closed-form read-out, on CUDA by the full kernel scan.
+        """
         length = x.shape[1]
         xz = self.in_proj(x)
         u, z = xz.chunk(2, dim=-1)
@@ -76,8 +80,13 @@ class StructureAwareMamba(nn.Module):
         gamma = F.softplus(self.gamma_raw)
         delta = delta * torch.pow(dist.unsqueeze(-1).clamp_min(1.0), gamma) * maskf
         A = -torch.exp(self.A_log.float())
-        y = selective_scan(u, delta.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
-                           self.D.float(), z.transpose(1, 2))
+        args = (u, delta.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D.float(), z.transpose(1, 2))
+        if last and not (kernel_available() and u.is_cuda):
+            y = selective_scan_readout(*args, num_out=last)
+        else:
+            y = selective_scan(*args)
+            if last:
+                y = y[..., -last:]
         return self.out_proj(y.transpose(1, 2))
 
 
@@ -104,6 +113,6 @@ class GraphMambaProjector(nn.Module):
         dist = torch.cat([seq_dist.clamp(max=self.max_distance), seq_dist.new_ones(b, k)], dim=1)
         mask = torch.cat([seq_mask, seq_mask.new_ones(b, k)], dim=1)
         h = self.norm_in(x)
-        y = self.mamba(h, dist, mask)[:, -k:]
+        y = self.mamba(h, dist, mask, last=k)
         q = self.norm1(x[:, -k:] + y)
         return self.norm2(q + self.ffn(q))

@@ -13,6 +13,8 @@ Three backends compute the same thing:
   operations, O(L log L) work, float32-stable because every decay a_t = exp(Delta_t A) is <= 1.
   (A log-space cumsum, h_t = exp(S_t) sum_s exp(-S_s) b_s, was tried: it needs float64 to avoid
   overflow and ran 4x slower on CPU; the quadratic Mamba-2 form needs a scalar A per channel.)
+* ``selective_scan_readout``: only the last K outputs (what E_Mamba reads), in closed form
+  without any scan: O(L D N) work and one exponential per element; the training path uses it.
 * mamba-ssm's fused CUDA kernel ``selective_scan_fn`` when the package imports and the tensors are
   on CUDA (optional GPU extra; it cannot be installed without CUDA).
 
@@ -80,6 +82,44 @@ def selective_scan_parallel(u, delta, A, B, C, D=None, z=None):
         y = y + u * D.unsqueeze(-1)
     if z is not None:
         y = y * F.silu(z)
+    return y
+
+
+def selective_scan_readout(u, delta, A, B, C, D=None, z=None, num_out: int = 1):
+    """Outputs of the last ``num_out`` steps only, exactly, with no scan over the sequence.
+
+    E_Mamba reads its tokens at the end of the sequence, so the states of earlier steps are never
+    needed. With S_t = sum_{r<=t} Delta_r (per channel) and P the last step before the read-out:
+
+        h_P = sum_{s<=P} exp(A (S_P - S_s)) Delta_s B_s u_s                 (one pass, O(L D N))
+        h_t = exp(A (S_t - S_P)) h_P + sum_{P<s<=t} exp(A (S_t - S_s)) Delta_s B_s u_s   (t > P)
+
+    Every exponent is <= 0 (S is non-decreasing, A < 0), so it is stable in float32; it equals the
+    recurrence up to rounding. Returns (batch, D, num_out).
+    """
+    length = u.shape[-1]
+    k = min(num_out, length)
+    p = length - k - 1                                  # last step before the read-out (-1: none)
+    S = torch.cumsum(delta, dim=-1)                     # (B, D, L)
+    bu = delta * u                                      # (B, D, L)
+    tail = slice(length - k, length)
+    S_tail = S[..., tail]                               # (B, D, k)
+    # tail-to-tail decays, lower triangular in (t, s)
+    diff = (S_tail.unsqueeze(-1) - S_tail.unsqueeze(-2)).clamp_min(0)          # (B, D, k, k)
+    tri = torch.tril(torch.ones(k, k, dtype=torch.bool, device=u.device))
+    w_tail = torch.exp(diff.unsqueeze(-1) * A[None, :, None, None, :]) * tri[None, None, :, :, None]
+    h = torch.einsum("bdtsn,bds,bns->bdtn", w_tail, bu[..., tail], B[..., tail])  # (B, D, k, N)
+    if p >= 0:
+        S_p = S[..., p:p + 1]                                                    # (B, D, 1)
+        w_head = torch.exp((S_p - S[..., : p + 1]).unsqueeze(-1) * A[None, :, None, :])   # (B, D, p+1, N)
+        h_p = torch.einsum("bdsn,bds,bns->bdn", w_head, bu[..., : p + 1], B[..., : p + 1])
+        carry = torch.exp((S_tail - S_p).unsqueeze(-1) * A[None, :, None, :])            # (B, D, k, N)
+        h = h + carry * h_p.unsqueeze(2)
+    y = torch.einsum("bdtn,bnt->bdt", h, C[..., tail])
+    if D is not None:
+        y = y + u[..., tail] * D.unsqueeze(-1)
+    if z is not None:
+        y = y * F.silu(z[..., tail])
     return y
 
 

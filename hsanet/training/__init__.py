@@ -1,0 +1,1 @@
+"""Training HSA-Net with PyTorch Lightning: caption pre-training on ChEBI-20 and property heads."""

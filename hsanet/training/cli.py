@@ -1,0 +1,97 @@
+"""``hsanet train``: caption training on ChEBI-20 or property heads on MoleculeNet.
+
+    hsanet train --task caption  [--config cfg.yaml] [--variant full] [--max-minutes 80] --out runs/cap
+    hsanet train --task property --init assets/hsanet-default --datasets BBBP,BACE,ClinTox --out runs/prop
+
+A config file (YAML or TOML) may hold a ``model:`` table (HSANetConfig fields) and a ``train:``
+table (the flags below, with underscores); flags given on the command line win.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+TRAIN_DEFAULTS = {
+    "task": "caption", "out": "runs/caption", "max_minutes": 60.0, "epochs": 100, "batch_size": 16,
+    "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.01, "seed": 0, "holdout": 0.1, "limit": 0,
+    "vocab_size": 6000, "val_every": 1, "patience": 6, "threads": 0, "datasets": "BBBP,BACE,ClinTox",
+    "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "",
+}
+
+
+def _read_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p}")
+    if p.suffix in (".toml",):
+        import tomllib
+
+        return tomllib.loads(p.read_text())
+    import yaml
+
+    return yaml.safe_load(p.read_text()) or {}
+
+
+def resolve(args) -> tuple[dict, dict]:
+    """Merge defaults, config file and flags into (train options, model overrides)."""
+    cfg = _read_config(args.config)
+    train = dict(TRAIN_DEFAULTS)
+    train.update(cfg.get("train", {}))
+    for key in TRAIN_DEFAULTS:
+        v = getattr(args, key, None)
+        if v is not None:
+            train[key] = v
+    model = dict(cfg.get("model", {}))
+    if args.variant:
+        model["variant"] = args.variant
+    if args.retrieval_k is not None:
+        model["retrieval_k"] = args.retrieval_k
+    return train, model
+
+
+def cmd_train(args) -> int:
+    train, model_over = resolve(args)
+    if train["task"] == "caption":
+        from .caption import train_caption
+
+        result = train_caption(train, model_over)
+    elif train["task"] == "property":
+        from .property import train_property
+
+        result = train_property(train, model_over)
+    else:
+        raise ValueError(f"unknown task {train['task']!r}: use caption or property")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train HSA-Net (captions on ChEBI-20, or property heads)")
+    p.add_argument("--task", choices=["caption", "property"])
+    p.add_argument("--config", help="YAML or TOML file with model: and train: tables")
+    p.add_argument("--out", help="output folder (the best model is saved in OUT/best)")
+    p.add_argument("--variant", choices=["full", "attn", "mamba", "nosaf"])
+    p.add_argument("--retrieval-k", dest="retrieval_k", type=int, help="neighbour captions in the prompt (0 = off)")
+    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="wall-clock budget")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--holdout", type=float, help="fraction of the training data held out for model selection")
+    p.add_argument("--limit", type=int, help="use only the first N training molecules (smoke runs)")
+    p.add_argument("--patience", type=int, help="early stopping patience (validations)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--datasets", help="property task: comma-separated MoleculeNet names")
+    p.add_argument("--init", help="property task: checkpoint whose encoder is used (default: the embedded model)")
+    p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
+    p.add_argument("--resume", help="Lightning checkpoint to resume from (your own run's OUT/lightning/last.ckpt)")
+    p.add_argument("--data-dir", dest="data_dir", help="data folder (default ../shared/data or $HSANET_DATA)")
+    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPU, 32 on CPU)")
+    p.set_defaults(func=cmd_train)
+
+
+__all__ = ["register", "resolve", "time"]
