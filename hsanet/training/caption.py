@@ -94,9 +94,9 @@ def train_caption(train: dict, model_over: dict) -> dict:
                                                                     "weight_decay", "max_minutes", "epochs")}}
     kwargs["callbacks"].append(SaveBest(out / "best", meta=meta))
     module = CaptionModule(model, lr=train["lr"], weight_decay=train["weight_decay"],
-                           warmup_steps=train["warmup_steps"], total_steps=steps_per_epoch * train["epochs"])
-    # the schedule's length: what the time budget allows, estimated after the first epoch would be better;
-    # here it is the epoch budget, and the time budget stops training earlier if it runs out.
+                           warmup_steps=train["warmup_steps"], total_steps=steps_per_epoch * train["epochs"],
+                           max_seconds=60.0 * float(train["max_minutes"]) * 0.97)
+    # the cosine schedule ends with the epoch budget or, if sooner, with the time budget
     trainer = L.Trainer(**kwargs)
     trainer.fit(module, tr_dl, ho_dl, ckpt_path=train["resume"] or None)
 

@@ -16,7 +16,7 @@ TRAIN_DEFAULTS = {
     "task": "caption", "out": "runs/caption", "max_minutes": 60.0, "epochs": 100, "batch_size": 16,
     "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.01, "seed": 0, "holdout": 0.1, "limit": 0,
     "vocab_size": 6000, "val_every": 1, "patience": 6, "threads": 0, "datasets": "BBBP,BACE,ClinTox",
-    "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "",
+    "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "", "seeds": 3, "head_epochs": 60,
 }
 
 
@@ -87,6 +87,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--datasets", help="property task: comma-separated MoleculeNet names")
     p.add_argument("--init", help="property task: checkpoint whose encoder is used (default: the embedded model)")
+    p.add_argument("--seeds", type=int, help="property task: number of training seeds")
+    p.add_argument("--head-epochs", dest="head_epochs", type=int, help="property task: epochs of head training")
     p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
     p.add_argument("--resume", help="Lightning checkpoint to resume from (your own run's OUT/lightning/last.ckpt)")
     p.add_argument("--data-dir", dest="data_dir", help="data folder (default ../shared/data or $HSANET_DATA)")

@@ -18,10 +18,23 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> flo
 
 class CaptionModule(L.LightningModule):
     def __init__(self, model, lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 200,
-                 total_steps: int = 10000) -> None:
+                 total_steps: int = 10000, max_seconds: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.warmup, self.total = lr, weight_decay, warmup_steps, total_steps
+        self.max_seconds = max_seconds
+        self.started = None
+
+    def lr_factor(self, step: int) -> float:
+        """Warm-up then cosine decay over whichever ends first: the step budget or the time budget."""
+        if self.started is None:
+            self.started = time.time()
+        total = self.total
+        if self.max_seconds and step > self.warmup:
+            elapsed = time.time() - self.started
+            # the step at which the time budget will run out, at the speed seen so far
+            total = min(total, int(step * self.max_seconds / max(elapsed, 1e-6)))
+        return warmup_cosine(step, self.warmup, max(total, self.warmup + 1))
 
     def _loss(self, b):
         out = self.model.encode(b["batch"])
@@ -44,7 +57,7 @@ class CaptionModule(L.LightningModule):
         no_decay = [p for n, p in self.model.named_parameters() if p.requires_grad and p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, self.warmup, self.total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -1,0 +1,116 @@
+"""``hsanet evaluate`` and ``hsanet baseline``: caption scores with the MolT5 protocol.
+
+    hsanet evaluate --checkpoint DIR --split test --out OUTDIR   -> OUTDIR/predictions.tsv, metrics.json
+    hsanet evaluate --predictions FILE                           -> one JSON object on stdout
+    hsanet baseline retrieval --split test --out OUTDIR          -> nearest-neighbour captions, scored
+
+The metrics (hsanet/metrics/captions.py) follow MolT5's evaluation script: SciBERT word-pieces,
+nltk BLEU-2/4 and METEOR, rouge-score ROUGE-1/2/L. Every row of the split gets a caption: molecules
+above the interactive atom limit are still captioned here (the limit guards the app, not the score).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+EVAL_MAX_ATOMS = 10_000
+
+
+def _write(out: Path, smiles, refs, outs, metrics: dict) -> None:
+    from .metrics.captions import write_predictions
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / "predictions.tsv", smiles, refs, outs)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None, num_beams: int = 1,
+                        batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int = 0,
+                        smiles=None, references=None) -> dict:
+    """Caption a ChEBI-20 split (or given SMILES/references) and score it."""
+    from .chem import parse
+    from .data.chebi import load_chebi
+    from .metrics.captions import caption_metrics
+    from .model import HSANet
+
+    if smiles is None:
+        data = load_chebi(split, data_dir)
+        smiles, references = data.smiles, data.descriptions
+    if limit:
+        smiles, references = smiles[:limit], references[:limit]
+    model = HSANet.from_pretrained(checkpoint)
+    mols = [parse(s, max_atoms=EVAL_MAX_ATOMS) for s in smiles]
+    start = time.time()
+    # long prompts first keeps batches of similar length
+    order = sorted(range(len(mols)), key=lambda i: -len(mols[i].smiles))
+    outs = [""] * len(mols)
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        caps = model.generate_captions([mols[i] for i in idx], num_beams=num_beams,
+                                       no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size)
+        for i, c in zip(idx, caps):
+            outs[i] = c
+        done = min(b + batch_size, len(order))
+        print(f"\rcaptioned {done}/{len(order)} ({time.time() - start:.0f} s)", end="", flush=True)
+    print()
+    gen_seconds = time.time() - start
+    metrics = caption_metrics(references, outs, data_dir)
+    metrics.update({"split": split, "checkpoint": str(checkpoint), "num_beams": num_beams,
+                    "no_repeat_ngram_size": no_repeat_ngram_size, "generation_seconds": round(gen_seconds, 1)})
+    if out:
+        _write(Path(out), smiles, references, outs, metrics)
+    return metrics
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics.captions import score_predictions
+
+    if args.predictions:
+        result = score_predictions(args.predictions, args.data_dir)
+    else:
+        from .paths import DEFAULT_CHECKPOINT
+
+        result = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.split, args.data_dir, args.out,
+                                     args.beams, args.batch_size, args.limit, args.no_repeat_ngram)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from .data.chebi import load_chebi
+    from .metrics.captions import caption_metrics
+    from .retrieval import retrieval_baseline
+
+    pool = load_chebi(args.pool, args.data_dir)
+    target = load_chebi(args.split, args.data_dir)
+    preds = retrieval_baseline(pool.smiles, pool.descriptions, target.smiles)
+    metrics = caption_metrics(target.descriptions, preds, args.data_dir)
+    metrics.update({"baseline": "retrieval (Morgan r=2, 2048 bits, Tanimoto, top-1)", "pool": args.pool,
+                    "split": args.split})
+    if args.out:
+        _write(Path(args.out), target.smiles, target.descriptions, preds, metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="caption a ChEBI-20 split and score it (MolT5 protocol), or re-score a TSV")
+    p.add_argument("--checkpoint", help="model folder (default: the embedded model)")
+    p.add_argument("--split", default="test", choices=["test", "validation", "train"])
+    p.add_argument("--predictions", help="re-score a predictions TSV (SMILES, ground truth, output)")
+    p.add_argument("--out", help="folder for predictions.tsv and metrics.json")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--beams", type=int, default=1)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--no-repeat-ngram", dest="no_repeat_ngram", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("baseline", help="reference baselines")
+    b.add_argument("kind", choices=["retrieval"])
+    b.add_argument("--pool", default="validation", help="split whose captions are retrieved (the training data)")
+    b.add_argument("--split", default="test")
+    b.add_argument("--out")
+    b.add_argument("--data-dir", dest="data_dir")
+    b.set_defaults(func=cmd_baseline)

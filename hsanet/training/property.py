@@ -1,0 +1,149 @@
+"""Property heads on MoleculeNet (BBBP, BACE, ClinTox by default) on top of a trained HSA-Net.
+
+The encoder (GIN -> HAP -> SAF) is the caption model's and stays frozen, so one checkpoint serves
+both the captions and the properties; the heads (heads.py) learn from the molecule embedding.
+Protocol of Hu et al. (2020): the deterministic scaffold split (80/10/10), several training seeds,
+ROC-AUC on the test part averaged over tasks with both classes; the best epoch by validation ROC-AUC.
+Molecules of all datasets train one multi-task head set (labels of other datasets are missing).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..chem import MoleculeError, featurize, parse
+from ..data.moleculenet import load_moleculenet
+from ..data.splits import scaffold_split
+from ..metrics.properties import roc_auc_multitask
+from ..model import HSANet
+from ..heads import PropertyHeads
+
+
+@torch.no_grad()
+def embed_smiles(model: HSANet, smiles: list[str], batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen molecule embeddings; returns (embeddings, ok mask) — unparsable rows get a zero row."""
+    model.eval()
+    dim = model.config.proj_dim
+    out = np.zeros((len(smiles), dim), dtype=np.float32)
+    ok = np.zeros(len(smiles), dtype=bool)
+    mols, idx = [], []
+    for i, s in enumerate(smiles):
+        try:
+            mols.append(parse(s, max_atoms=10_000))
+            idx.append(i)
+        except MoleculeError:
+            pass
+    for b in range(0, len(mols), batch_size):
+        emb = model.encode(featurize(mols[b:b + batch_size]))["embedding"].float().cpu().numpy()
+        out[idx[b:b + batch_size]] = emb
+    ok[idx] = True
+    return out, ok
+
+
+def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, lr: float):
+    import lightning as L
+
+    from .module import PropertyModule
+
+    torch.manual_seed(seed)
+    heads = PropertyHeads(emb_tr.shape[1], tasks)
+    heads.set_scaling(torch.tensor(y_tr, dtype=torch.float))
+    holder = torch.nn.Module()
+    holder.heads = heads
+    module = PropertyModule(holder, lr=lr)
+    ds = torch.utils.data.TensorDataset(torch.tensor(emb_tr), torch.tensor(y_tr, dtype=torch.float))
+    dl = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True,
+                                     collate_fn=lambda rows: {"emb": torch.stack([r[0] for r in rows]),
+                                                              "y": torch.stack([r[1] for r in rows])},
+                                     generator=torch.Generator().manual_seed(seed))
+    best, best_state = -1.0, None
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, enable_progress_bar=False, enable_model_summary=False,
+                        logger=False, enable_checkpointing=False)
+    for epoch in range(epochs):
+        trainer.fit_loop.max_epochs = epoch + 1
+        trainer.fit(module, dl)
+        heads.eval()
+        with torch.no_grad():
+            pred = heads.predict(torch.tensor(emb_va)).numpy()
+        heads.train()
+        score, _ = roc_auc_multitask(y_va, pred)
+        if np.isfinite(score) and score > best:
+            best, best_state = score, {k: v.clone() for k, v in heads.state_dict().items()}
+    heads.load_state_dict(best_state)
+    heads.eval()
+    return heads, best
+
+
+def train_property(train: dict, model_over: dict) -> dict:
+    from ..paths import DEFAULT_CHECKPOINT
+
+    start = time.time()
+    if train["threads"]:
+        torch.set_num_threads(int(train["threads"]))
+    init = train["init"] or DEFAULT_CHECKPOINT
+    model = HSANet.from_pretrained(init, device="cpu")
+    names = [n.strip() for n in train["datasets"].split(",") if n.strip()]
+    data_dir = train["data_dir"] or None
+    tasks, parts = {}, []
+    for name in names:
+        ds = load_moleculenet(name, data_dir)
+        if ds.kind != "classification":
+            raise ValueError(f"{name}: only classification datasets are supported for the embedded heads")
+        tr, va, te = scaffold_split(ds.smiles, seed=train["split_seed"])
+        emb, ok = embed_smiles(model, ds.smiles)
+        names_t = [f"{name}/{t}" for t in ds.task_names]
+        for t in names_t:
+            tasks[t] = "classification"
+        parts.append((name, names_t, ds, emb, ok, tr, va, te))
+        print(f"{name}: {len(ds)} molecules, scaffold split {len(tr)}/{len(va)}/{len(te)}")
+    all_tasks = list(tasks)
+
+    def stack(which: int):
+        embs, ys = [], []
+        for _, names_t, ds, emb, ok, *splits in parts:
+            idx = np.asarray(splits[which])
+            idx = idx[ok[idx]]
+            y = np.full((len(idx), len(all_tasks)), np.nan, dtype=np.float32)
+            cols = [all_tasks.index(t) for t in names_t]
+            y[:, cols] = ds.y[idx]
+            embs.append(emb[idx])
+            ys.append(y)
+        return np.concatenate(embs), np.concatenate(ys)
+
+    emb_tr, y_tr = stack(0)
+    emb_va, y_va = stack(1)
+    seeds = list(range(int(train.get("seeds", 3))))
+    per_seed, kept = [], None
+    for seed in seeds:
+        heads, val = _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks, seed, epochs=int(train.get("head_epochs", 60)),
+                                lr=float(train["lr"]))
+        scores = {}
+        with torch.no_grad():
+            for name, names_t, ds, emb, ok, tr, va, te in parts:
+                te = np.asarray(te)
+                te = te[ok[te]]
+                pred = heads.predict(torch.tensor(emb[te])).numpy()
+                cols = [all_tasks.index(t) for t in names_t]
+                scores[name], _ = roc_auc_multitask(ds.y[te], pred[:, cols])
+        print(f"seed {seed}: valid ROC-AUC {val:.3f}; test " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+        per_seed.append(scores)
+        if seed == seeds[0]:
+            kept = heads
+    summary = {name: {"mean": float(np.mean([s[name] for s in per_seed])),
+                      "std": float(np.std([s[name] for s in per_seed])),
+                      "per_seed": [float(s[name]) for s in per_seed]} for name in names}
+    # attach the heads of the first seed to the model and save it
+    model.config.property_tasks = tasks
+    model.heads = kept
+    model.meta["properties"] = {"datasets": names, "split": f"scaffold (Hu et al. 2020), seed {train['split_seed']}",
+                                "metric": "test ROC-AUC", "seeds": seeds, "results": summary,
+                                "committed_heads": f"seed {seeds[0]}", "encoder": "frozen caption model"}
+    out = Path(train["out"])
+    model.save_pretrained(out)
+    result = {"out": str(out), "results": summary, "wall_seconds": round(time.time() - start, 1)}
+    (out / "property_result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
