@@ -32,17 +32,19 @@ def _load_model(args):
 def cmd_analyze(args) -> int:
     from .chem import MoleculeError, parse
 
-    if not args.file:
-        if not args.smiles:
-            raise UsageError("give a SMILES string or --file FILE")
-        parse(args.smiles)          # a bad molecule is reported before the model loads
-    model = _load_model(args)
-    kwargs = dict(caption=not args.no_caption, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+    # bad input (a bad molecule, an unreadable file) is reported before the model loads
     if args.file:
         try:
             lines = open(args.file, encoding="utf-8", errors="replace").read().splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+    else:
+        if not args.smiles:
+            raise UsageError("give a SMILES string or --file FILE")
+        parse(args.smiles)
+    model = _load_model(args)
+    kwargs = dict(caption=not args.no_caption, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+    if args.file:
         for line in lines:
             if not line.strip():
                 continue

@@ -1,0 +1,129 @@
+"""Tests of ``hsanet analyze`` (hsanet/cli.py): JSON output, JSON lines for --file, exit code 2 and a
+one-line message for bad input.
+
+Most tests call ``hsanet.cli.main`` in-process (importing torch in a subprocess takes ~10 s here);
+one runs the installed ``hsanet`` console script to check the real exit code and stderr.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ASPIRIN
+
+from hsanet.cli import main
+
+KEYS = ("smiles", "levels", "hap", "saf", "embedding", "caption", "properties", "device", "mamba_backend")
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _assert_one_line_error(err: str, *fragments: str):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hsanet analyze: error: ")
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_analyze_json(capsys, tiny_checkpoint, small_model):
+    rc, out, err = _run(capsys, "analyze", ASPIRIN, "--json", "--checkpoint", str(tiny_checkpoint))
+    assert rc == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    for key in KEYS:
+        assert key in obj, key
+    assert obj["smiles"] == "CC(=O)Oc1ccccc1C(=O)O"
+    assert len(obj["levels"]) == len(obj["hap"]) == small_model.config.num_levels
+    assert {"level", "mad", "dirichlet_energy", "effective_rank", "mean_cosine"} <= set(obj["levels"][0])
+    assert {"level", "p_attn", "p_mamba", "choice"} <= set(obj["hap"][0])
+    assert obj["saf"]["num_experts"] == small_model.config.num_experts
+    tok = obj["saf"]["tokens"][0]
+    assert {"source", "experts", "weights"} <= set(tok) and len(tok["experts"]) == 2
+    assert abs(sum(tok["weights"]) - 1) < 1e-5
+    # the CLI loads the same weights: same embedding and caption as the in-memory model
+    trace = small_model.analyze(ASPIRIN)
+    assert obj["caption"] == trace.caption
+    assert obj["embedding"] == pytest.approx(trace.embedding.tolist(), abs=1e-5)
+
+
+def test_analyze_text(capsys, tiny_checkpoint, small_model):
+    rc, out, _ = _run(capsys, "analyze", "CCO", "--checkpoint", str(tiny_checkpoint), "--no-caption")
+    assert rc == 0
+    assert out.startswith("SMILES     CCO  (3 heavy atoms, 1 fragment(s))")
+    assert "caption    None" in out
+    assert sum(line.split()[0].isdigit() for line in out.splitlines()) == small_model.config.num_levels
+
+
+def test_analyze_variant_flag(capsys, tiny_checkpoint, small_model):
+    rc, out, _ = _run(capsys, "analyze", "CCO", "--json", "--no-caption", "--variant", "attn",
+                      "--checkpoint", str(tiny_checkpoint))
+    assert rc == 0
+    assert [h["choice"] for h in json.loads(out)["hap"]] == ["attn"] * small_model.config.num_levels
+
+
+def test_analyze_file_json_lines(capsys, tiny_checkpoint, tmp_path):
+    f = tmp_path / "mols.txt"
+    f.write_text(f"{ASPIRIN}\n\nC1CC\nCCO\n")
+    rc, out, err = _run(capsys, "analyze", "--file", str(f), "--checkpoint", str(tiny_checkpoint), "--no-caption")
+    assert rc == 0
+    objs = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(objs) == 3                               # the blank line is skipped
+    assert objs[0]["smiles"] == "CC(=O)Oc1ccccc1C(=O)O" and all(k in objs[0] for k in KEYS)
+    assert set(objs[1]) == {"input", "error"}
+    assert objs[1]["input"] == "C1CC" and "unclosed ring" in objs[1]["error"]
+    assert objs[2]["smiles"] == "CCO"
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["analyze", "C1CC"], ["unclosed ring"]),
+    (["analyze", "C(C)(C)(C)(C)C"], ["valence"]),
+    (["analyze", "CCO>>CC=O"], ["reaction SMILES"]),
+    (["analyze", "   "], ["empty input"]),
+    (["analyze"], ["give a SMILES string or --file FILE"]),
+    (["analyze", "--file", "/nonexistent/mols.txt"], ["cannot read /nonexistent/mols.txt"]),
+    (["analyze", "CCO", "--checkpoint", "/nonexistent/ckpt"], ["checkpoint folder not found"]),
+])
+def test_bad_input_exit_code_2(capsys, argv, fragments):
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 2
+    assert out == ""
+    _assert_one_line_error(err, *fragments)
+
+
+def test_bad_checkpoints_exit_code_2(capsys, tiny_checkpoint, tmp_path):
+    pickled = shutil.copytree(tiny_checkpoint, tmp_path / "pickled")
+    (pickled / "model.pt").write_bytes(b"x")
+    rc, _, err = _run(capsys, "analyze", "CCO", "--checkpoint", str(pickled))
+    assert rc == 2
+    _assert_one_line_error(err, "pickled files (model.pt)")
+
+    bad = shutil.copytree(tiny_checkpoint, tmp_path / "badcfg")
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["hiden"] = 3
+    (bad / "config.json").write_text(json.dumps(cfg))
+    rc, _, err = _run(capsys, "analyze", "CCO", "--checkpoint", str(bad))
+    assert rc == 2
+    _assert_one_line_error(err, "unknown config keys: hiden")
+
+
+def test_console_script_bad_input():
+    """The installed entry point: exit code 2, one line on stderr, no traceback, nothing on stdout."""
+    script = Path(sys.executable).parent / "hsanet"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "hsanet.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd + ["analyze", "CC(C"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    _assert_one_line_error(proc.stderr, "RDKit could not read this SMILES", "extra open parentheses")
