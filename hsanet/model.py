@@ -114,7 +114,8 @@ class HSANet(nn.Module):
 
     @torch.no_grad()
     def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
-                          no_repeat_ngram_size: int = 0, batch_size: int = 32, use_cache: bool = True) -> list[str]:
+                          no_repeat_ngram_size: int = 0, batch_size: int = 32, use_cache: bool = True,
+                          min_new_tokens: int | None = None) -> list[str]:
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (no tokenizer)")
         self.eval()
@@ -125,7 +126,7 @@ class HSANet(nn.Module):
             refs = self.references([m.smiles for m in chunk])
             prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(chunk, refs)]
             out += self.decoder.generate(enc["fused"], prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
-                                         use_cache=use_cache)
+                                         use_cache=use_cache, min_new_tokens=min_new_tokens)
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -12,6 +12,17 @@ A causal LM in a local folder (``lm_type="local"``) can be used instead, optiona
 
 Retrieval augmentation (our addition, switchable with ``retrieval_k``; MolReGPT-style): the prompt
 also holds the captions of the k most similar training molecules by Morgan fingerprint.
+
+Copy mechanism (our addition, ``copy_mechanism``; pointer-generator, See et al. 2017): a small
+decoder trained from scratch on 3,000 captions learns to copy from the neighbour captions only
+slowly, so the next-token distribution mixes the LM's softmax with an attention distribution over
+the prompt's text tokens (SMILES and neighbour captions):
+
+    p(w) = g_t softmax(W_o h_t)_w + (1 - g_t) sum_{j: x_j = w} softmax_j(q(h_t) . k(h_j) / sqrt(d)),
+    g_t = sigmoid(w_g . h_t)
+
+Generation with the copy mechanism is our own greedy loop over the KV cache (transformers'
+``generate`` cannot mix in the copy distribution); beam search is available without it.
 """
 from __future__ import annotations
 
@@ -46,6 +57,23 @@ def build_causal_lm(config: HSANetConfig, tokenizer: TextTokenizer) -> nn.Module
     return LlamaForCausalLM(cfg)
 
 
+class CopyHead(nn.Module):
+    """Pointer-generator head: copy attention over source positions and the generate/copy gate."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.q = nn.Linear(width, width, bias=False)
+        self.k = nn.Linear(width, width, bias=False)
+        self.gate = nn.Linear(width, 1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, 1.0)
+
+    def attention(self, h: torch.Tensor, src_h: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """h (B, T, W), src_h (B, S, W), src_mask (B, S) -> copy weights (B, T, S)."""
+        scores = self.q(h) @ self.k(src_h).transpose(1, 2) / src_h.shape[-1] ** 0.5
+        return scores.float().masked_fill(~src_mask[:, None, :], float("-inf")).softmax(-1)
+
+
 class CaptionDecoder(nn.Module):
     def __init__(self, config: HSANetConfig, tokenizer: TextTokenizer) -> None:
         super().__init__()
@@ -54,6 +82,7 @@ class CaptionDecoder(nn.Module):
         self.lm = build_causal_lm(config, tokenizer)
         width = self.lm.get_input_embeddings().embedding_dim
         self.graph_proj = nn.Sequential(nn.Linear(config.proj_dim, width), nn.LayerNorm(width))
+        self.copy = CopyHead(width) if config.copy_mechanism else None
 
     # ---- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, smiles: str, references: list[str] | None = None) -> list[int]:
@@ -97,18 +126,102 @@ class CaptionDecoder(nn.Module):
             labels += t
         h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
         logits = self.lm.get_output_embeddings()(h)
-        return nn.functional.cross_entropy(logits.float(), torch.tensor(labels, device=hidden.device))
+        labels_t = torch.tensor(labels, device=hidden.device)
+        if self.copy is None:
+            return nn.functional.cross_entropy(logits.float(), labels_t)
+        # pointer-generator: mix in the copy distribution over the prompt's text tokens
+        g = graph_tokens.shape[1]
+        src_h, src_ids, src_mask = self._sources(hidden, prompts, [g] * len(prompts))
+        row_t = torch.tensor(rows, device=hidden.device)
+        attn = self.copy.attention(h.unsqueeze(1), src_h[row_t], src_mask[row_t]).squeeze(1)     # (N, S)
+        p_copy = (attn * (src_ids[row_t] == labels_t[:, None])).sum(-1)
+        p_vocab = logits.float().softmax(-1).gather(1, labels_t[:, None]).squeeze(1)
+        gate = torch.sigmoid(self.copy.gate(h).float()).squeeze(-1)
+        return -torch.log(gate * p_vocab + (1 - gate) * p_copy + 1e-9).mean()
+
+    @staticmethod
+    def _sources(hidden: torch.Tensor, prompts: list[list[int]], starts: list[int]):
+        """Hidden states, ids and mask of each sample's prompt text tokens (the copy sources)."""
+        smax = max(len(p) for p in prompts)
+        b, w = len(prompts), hidden.shape[-1]
+        src_h = hidden.new_zeros(b, smax, w)
+        src_ids = torch.full((b, smax), -1, dtype=torch.long, device=hidden.device)
+        src_mask = torch.zeros(b, smax, dtype=torch.bool, device=hidden.device)
+        for i, (p, s0) in enumerate(zip(prompts, starts)):
+            src_h[i, : len(p)] = hidden[i, s0:s0 + len(p)]
+            src_ids[i, : len(p)] = torch.tensor(p, device=hidden.device)
+            src_mask[i, : len(p)] = True
+        return src_h, src_ids, src_mask
 
     # ---- inference -------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, graph_tokens: torch.Tensor, prompts: list[list[int]], num_beams: int = 1,
                  max_new_tokens: int | None = None, no_repeat_ngram_size: int = 0,
-                 use_cache: bool = True) -> list[str]:
+                 use_cache: bool = True, min_new_tokens: int | None = None) -> list[str]:
+        """``min_new_tokens`` suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
+        if self.copy is not None:
+            return self._generate_copy(graph_tokens, prompts, max_new_tokens, no_repeat_ngram_size, min_new_tokens)
         embeds, mask, _ = self._embed(graph_tokens, prompts, left_pad=True)
         out = self.lm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens or self.config.max_caption_tokens,
             num_beams=num_beams, do_sample=False, eos_token_id=self.tokenizer.eos_id,
             pad_token_id=self.tokenizer.pad_id, no_repeat_ngram_size=no_repeat_ngram_size or None,
-            use_cache=use_cache, early_stopping=True if num_beams > 1 else False,
+            use_cache=use_cache, early_stopping=True if num_beams > 1 else False, min_new_tokens=min_new_tokens,
         )
         return [self.tokenizer.decode([t for t in row.tolist() if t != self.tokenizer.pad_id]) for row in out]
+
+    @torch.no_grad()
+    def _generate_copy(self, graph_tokens, prompts, max_new_tokens=None, no_repeat_ngram_size=0,
+                       min_new_tokens=None) -> list[str]:
+        """Greedy decoding with the pointer-generator mixture, over the LM's KV cache."""
+        tok = self.tokenizer
+        max_new = max_new_tokens or self.config.max_caption_tokens
+        embeds, mask, lengths = self._embed(graph_tokens, prompts, left_pad=True)
+        total = embeds.shape[1]
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        g = graph_tokens.shape[1]
+        starts = [total - n + g for n in lengths]
+        src_h, src_ids, src_mask = self._sources(out.last_hidden_state, prompts, starts)
+        src_k = self.copy.k(src_h)
+        h = out.last_hidden_state[:, -1]
+        past = out.past_key_values
+        b = len(prompts)
+        vocab = self.lm.get_output_embeddings().weight.shape[0]
+        done = torch.zeros(b, dtype=torch.bool, device=h.device)
+        generated: list[list[int]] = [[] for _ in range(b)]
+        pos = positions[:, -1]
+        emb = self.lm.get_input_embeddings()
+        safe_ids = src_ids.clamp_min(0)
+        for step in range(max_new):
+            p_vocab = self.lm.get_output_embeddings()(h).float().softmax(-1)
+            scores = (self.copy.q(h).unsqueeze(1) @ src_k.transpose(1, 2)).squeeze(1) / src_h.shape[-1] ** 0.5
+            attn = scores.float().masked_fill(~src_mask, float("-inf")).softmax(-1)
+            p_copy = torch.zeros(b, vocab, device=h.device).scatter_add_(1, safe_ids, attn * src_mask)
+            gate = torch.sigmoid(self.copy.gate(h).float())
+            p = gate * p_vocab + (1 - gate) * p_copy
+            if min_new_tokens and step < min_new_tokens:
+                p[:, tok.eos_id] = 0
+            if no_repeat_ngram_size:
+                n = no_repeat_ngram_size
+                for i, seq in enumerate(generated):
+                    if len(seq) >= n - 1:
+                        prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
+                        for j in range(len(seq) - n + 1):
+                            if tuple(seq[j:j + n - 1]) == prefix:
+                                p[i, seq[j + n - 1]] = 0
+            nxt = p.argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
+            for i in range(b):
+                if not done[i]:
+                    generated[i].append(int(nxt[i]))
+            done |= nxt == tok.eos_id
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)
+            pos = pos + 1
+            out = self.lm.base_model(inputs_embeds=emb(nxt)[:, None], attention_mask=mask,
+                                     position_ids=pos[:, None], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            h = out.last_hidden_state[:, -1]
+        return [tok.decode([t for t in seq if t not in (tok.eos_id, tok.pad_id)]) for seq in generated]

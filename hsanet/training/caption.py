@@ -54,7 +54,15 @@ def train_caption(train: dict, model_over: dict) -> dict:
     smiles, captions = split.smiles, split.descriptions
     if train["limit"]:
         smiles, captions = smiles[: train["limit"]], captions[: train["limit"]]
-    config = HSANetConfig(**model_over)
+    init = None
+    if train["init"]:
+        init = HSANet.from_pretrained(train["init"], device="cpu")
+        config = init.config
+        for key, value in model_over.items():
+            setattr(config, key, value)
+        config.validate()
+    else:
+        config = HSANetConfig(**model_over)
     mols, caps, skipped = parse_rows(smiles, captions, config.max_atoms)
     for row, why in skipped:
         print(f"skipped row {row}: {why}")
@@ -64,9 +72,18 @@ def train_caption(train: dict, model_over: dict) -> dict:
     print(f"ChEBI-20 validation file: {len(smiles)} rows, {len(skipped)} skipped, "
           f"{len(tr_mols)} for training, {len(ho_mols)} held out for model selection")
 
-    tokenizer = TextTokenizer.train([m.smiles for m in tr_mols] + tr_caps, vocab_size=train["vocab_size"])
     index = FingerprintIndex.build([m.smiles for m in tr_mols], tr_caps)
-    model = HSANet(config, tokenizer, retrieval=index)
+    if init is not None:            # continue from a checkpoint (its tokenizer), adding a copy head if asked
+        model = init
+        model.retrieval = index
+        if config.copy_mechanism and model.decoder.copy is None:
+            from ..lm.decoder import CopyHead
+
+            model.decoder.copy = CopyHead(model.decoder.lm.get_input_embeddings().embedding_dim)
+        print(f"initialized from {train['init']}")
+    else:
+        tokenizer = TextTokenizer.train([m.smiles for m in tr_mols] + tr_caps, vocab_size=train["vocab_size"])
+        model = HSANet(config, tokenizer, retrieval=index)
     if config.retrieval_k:
         tr_refs = [[index.captions[i] for i, _ in row] for row in
                    index.query_many([m.smiles for m in tr_mols], k=config.retrieval_k, exclude_self=True)]
@@ -88,7 +105,7 @@ def train_caption(train: dict, model_over: dict) -> dict:
     from .module import CaptionModule, SaveBest
 
     kwargs, L = _trainer_kwargs(train, out)
-    meta = {"task": "caption", "data": "ChEBI-20 validation split (train part)", "n_train": len(tr_mols),
+    meta = {"task": "caption", "init": str(train["init"] or ""), "copy_mechanism": config.copy_mechanism, "data": "ChEBI-20 validation split (train part)", "n_train": len(tr_mols),
             "n_heldout": len(ho_mols), "seed": train["seed"], "variant": config.variant,
             "parameters": n_params, "recipe": {k: train[k] for k in ("batch_size", "lr", "warmup_steps",
                                                                     "weight_decay", "max_minutes", "epochs")}}

@@ -49,6 +49,8 @@ def resolve(args) -> tuple[dict, dict]:
         model["variant"] = args.variant
     if args.retrieval_k is not None:
         model["retrieval_k"] = args.retrieval_k
+    if args.copy:
+        model["copy_mechanism"] = True
     return train, model
 
 
@@ -75,6 +77,7 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (the best model is saved in OUT/best)")
     p.add_argument("--variant", choices=["full", "attn", "mamba", "nosaf"])
     p.add_argument("--retrieval-k", dest="retrieval_k", type=int, help="neighbour captions in the prompt (0 = off)")
+    p.add_argument("--copy", action="store_true", help="add the pointer-generator copy mechanism")
     p.add_argument("--max-minutes", dest="max_minutes", type=float, help="wall-clock budget")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -86,7 +89,7 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, help="early stopping patience (validations)")
     p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--datasets", help="property task: comma-separated MoleculeNet names")
-    p.add_argument("--init", help="property task: checkpoint whose encoder is used (default: the embedded model)")
+    p.add_argument("--init", help="start from this checkpoint (caption: continue training; property: its encoder)")
     p.add_argument("--seeds", type=int, help="property task: number of training seeds")
     p.add_argument("--head-epochs", dest="head_epochs", type=int, help="property task: epochs of head training")
     p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
