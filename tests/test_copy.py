@@ -48,11 +48,11 @@ def test_copy_learns_to_copy_a_reference(tokenizer):
     target = model.decoder.target_ids(target_text)
     batch = featurize([mol, mol])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(80):
         loss = model.decoder.loss(model.encode(batch)["fused"], [prompt, prompt], [target, target])
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    out = model.decoder.generate(model.encode(featurize([mol]))["fused"], [prompt], max_new_tokens=30)[0]
+    out = model.decoder.generate(model.encode(featurize([mol]))["fused"], [prompt], max_new_tokens=60)[0]
     assert out == target_text
