@@ -78,6 +78,19 @@ class Trace:
         """Routing as a string, one letter per level: A (attention) or M (Mamba)."""
         return "".join("A" if lv.choice == "attn" else "M" for lv in self.levels)
 
+    def atom_change(self, level_a: int, level_b: int) -> np.ndarray:
+        """Per-atom change of the node features from level a to level b: ||H_i^(b) - H_i^(a)||_2.
+
+        Returns an array of shape ``(num_atoms,)``; the app colours the atoms by it.
+        """
+        by_level = {lv.level: lv for lv in self.levels}
+        for lvl in (level_a, level_b):
+            if lvl not in by_level:
+                raise ValueError(f"level {lvl} not in this trace (levels {sorted(by_level)})")
+        a = np.asarray(by_level[level_a].node_states, dtype=np.float64)
+        b = np.asarray(by_level[level_b].node_states, dtype=np.float64)
+        return np.linalg.norm(b - a, axis=1)
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``hsanet analyze --json`` (plain Python types only)."""
         return {

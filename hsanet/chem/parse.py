@@ -16,6 +16,12 @@ from rdkit import Chem, RDLogger, rdBase
 MAX_INPUT_CHARS = 100_000
 DEFAULT_MAX_ATOMS = 200
 _TIMESTAMP = re.compile(r"^\[?\d\d:\d\d:\d\d\]?\s*")
+# Atom tokens of a SMILES string: bracket atoms, the organic subset (aromatic lower case) and '*'.
+# Counted before RDKit sees the text: RDKit's parser is far from linear on some inputs (96,000
+# characters of fused benzene rings take minutes), so oversized molecules are refused up front.
+_SMILES_ATOM = re.compile(r"\[([^\[\]]*)\]|Br|Cl|[BCNOPSFI]|[bcnops]|\*")
+_BRACKET_ELEMENT = re.compile(r"\d*([A-Z][a-z]?|[a-z][a-z]?|\*|#\d+)")
+MAX_ATOMS_PER_HEAVY_ATOM = 10   # all atoms (explicit H, '*') may be at most this many times max_atoms
 
 
 class MoleculeError(ValueError):
@@ -82,6 +88,31 @@ def _rdkit_says(msgs: list[str]) -> str:
     return text[:300]
 
 
+def _count_smiles_atoms(smiles: str) -> tuple[int, int]:
+    """(heavy atoms, all atoms) written in ``smiles``, counted from the text alone."""
+    heavy = total = 0
+    for m in _SMILES_ATOM.finditer(smiles):
+        total += 1
+        if m.group(0) == "*":
+            continue
+        inner = m.group(1)
+        if inner is None:
+            heavy += 1
+            continue
+        el = _BRACKET_ELEMENT.match(inner)
+        if el is None or el.group(1) not in ("H", "*", "#1", "#0"):
+            heavy += 1
+    return heavy, total
+
+
+def _check_size(n_heavy: int, n_total: int, max_atoms: int) -> None:
+    if n_heavy > max_atoms:
+        raise MoleculeError(f"the molecule has {n_heavy} heavy atoms; the limit is {max_atoms}")
+    if n_total > MAX_ATOMS_PER_HEAVY_ATOM * max_atoms:
+        raise MoleculeError(f"the input has {n_total} atoms (explicit hydrogens included); the limit is "
+                            f"{MAX_ATOMS_PER_HEAVY_ATOM * max_atoms}")
+
+
 def _looks_like_molblock(text: str) -> bool:
     return "M  END" in text or "V2000" in text or "V3000" in text
 
@@ -113,15 +144,22 @@ def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
             raise MoleculeError("this looks like a reaction SMILES (it contains '>'); enter a single molecule")
         if not stripped.isascii():
             raise MoleculeError("SMILES may only contain ASCII characters")
+        bad = next((c for c in stripped if ord(c) < 32 or ord(c) == 127), None)
+        if bad is not None:
+            raise MoleculeError(f"input contains a control character (U+{ord(bad):04X}); paste plain SMILES text")
         stripped = stripped.replace("\\\\", "\\")   # ChEBI-20 writes some directional bonds doubled
 
     _setup_logging()
     _collector.local.msgs = []
     try:
         if is_block:
+            raw = Chem.MolFromMolBlock(text, sanitize=False, removeHs=False)   # fast: size check first
+            if raw is not None:
+                _check_size(raw.GetNumHeavyAtoms(), raw.GetNumAtoms(), max_atoms)
             mol = Chem.MolFromMolBlock(text, sanitize=True, removeHs=True)
             kind = "MOL block"
         else:
+            _check_size(*_count_smiles_atoms(stripped), max_atoms)
             mol = Chem.MolFromSmiles(stripped)
             kind = "SMILES"
         msgs = list(_collector.local.msgs)

@@ -13,8 +13,9 @@ Three backends compute the same thing:
   operations, O(L log L) work, float32-stable because every decay a_t = exp(Delta_t A) is <= 1.
   (A log-space cumsum, h_t = exp(S_t) sum_s exp(-S_s) b_s, was tried: it needs float64 to avoid
   overflow and ran 4x slower on CPU; the quadratic Mamba-2 form needs a scalar A per channel.)
-* ``selective_scan_readout``: only the last K outputs (what E_Mamba reads), in closed form
-  without any scan: O(L D N) work and one exponential per element; the training path uses it.
+* ``selective_scan_readout``: only the last K outputs (what E_Mamba reads): the state before the
+  read-out in closed form without any scan (O(L D N) work, one exponential per element, padded
+  steps skipped), then K recurrence steps; the training path uses it.
 * mamba-ssm's fused CUDA kernel ``selective_scan_fn`` when the package imports and the tensors are
   on CUDA (optional GPU extra; it cannot be installed without CUDA).
 
@@ -89,38 +90,57 @@ def selective_scan_readout(u, delta, A, B, C, D=None, z=None, num_out: int = 1):
     """Outputs of the last ``num_out`` steps only, exactly, with no scan over the sequence.
 
     E_Mamba reads its tokens at the end of the sequence, so the states of earlier steps are never
-    needed. With S_t = sum_{r<=t} Delta_r (per channel) and P the last step before the read-out:
+    needed. With S_t = sum_{r<=t} Delta_r (per channel) and P the last step before the read-out,
+    the state at P is one weighted sum (O(L D N) work, one exponential per element):
 
-        h_P = sum_{s<=P} exp(A (S_P - S_s)) Delta_s B_s u_s                 (one pass, O(L D N))
-        h_t = exp(A (S_t - S_P)) h_P + sum_{P<s<=t} exp(A (S_t - S_s)) Delta_s B_s u_s   (t > P)
+        h_P = sum_{s<=P} exp(A (S_P - S_s)) Delta_s B_s u_s
 
-    Every exponent is <= 0 (S is non-decreasing, A < 0), so it is stable in float32; it equals the
-    recurrence up to rounding. Returns (batch, D, num_out).
+    and the ``num_out`` read-out steps after P follow the recurrence from h_P. Every exponent is
+    <= 0 (S is non-decreasing, A < 0), so it is stable in float32; it equals the recurrence up to
+    rounding. Steps with Delta = 0 in every channel (left padding) add nothing to h_P and are
+    skipped, so a padded batch costs what its real atoms cost. Returns (batch, D, num_out).
     """
     length = u.shape[-1]
     k = min(num_out, length)
     p = length - k - 1                                  # last step before the read-out (-1: none)
-    S = torch.cumsum(delta, dim=-1)                     # (B, D, L)
     bu = delta * u                                      # (B, D, L)
-    tail = slice(length - k, length)
-    S_tail = S[..., tail]                               # (B, D, k)
-    # tail-to-tail decays, lower triangular in (t, s)
-    diff = (S_tail.unsqueeze(-1) - S_tail.unsqueeze(-2)).clamp_min(0)          # (B, D, k, k)
-    tri = torch.tril(torch.ones(k, k, dtype=torch.bool, device=u.device))
-    w_tail = torch.exp(diff.unsqueeze(-1) * A[None, :, None, None, :]) * tri[None, None, :, :, None]
-    h = torch.einsum("bdtsn,bds,bns->bdtn", w_tail, bu[..., tail], B[..., tail])  # (B, D, k, N)
-    if p >= 0:
-        S_p = S[..., p:p + 1]                                                    # (B, D, 1)
-        w_head = torch.exp((S_p - S[..., : p + 1]).unsqueeze(-1) * A[None, :, None, :])   # (B, D, p+1, N)
-        h_p = torch.einsum("bdsn,bds,bns->bdn", w_head, bu[..., : p + 1], B[..., : p + 1])
-        carry = torch.exp((S_tail - S_p).unsqueeze(-1) * A[None, :, None, :])            # (B, D, k, N)
-        h = h + carry * h_p.unsqueeze(2)
-    y = torch.einsum("bdtn,bnt->bdt", h, C[..., tail])
+    h = _readout_state(delta[..., : p + 1], bu[..., : p + 1], A, B[..., : p + 1]) if p >= 0 else None
+    ys = []
+    for t in range(length - k, length):                 # h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t u_t
+        inp = bu[..., t, None] * B[:, None, :, t]                                # (B, D, N)
+        h = inp if h is None else torch.exp(delta[..., t, None] * A) * h + inp
+        ys.append((h * C[:, None, :, t]).sum(-1))                                # (B, D)
+    y = torch.stack(ys, dim=-1)
     if D is not None:
-        y = y + u[..., tail] * D.unsqueeze(-1)
+        y = y + u[..., length - k:] * D.unsqueeze(-1)
     if z is not None:
-        y = y * F.silu(z[..., tail])
+        y = y * F.silu(z[..., length - k:])
     return y
+
+
+def _readout_state(delta, bu, A, B):
+    """h_P = sum_s exp(A (S_P - S_s)) Delta_s B_s u_s over the steps given; (batch, D, N)."""
+    # x_s = S_P - S_s = sum_{s<r<=P} Delta_r as a suffix sum: no cancellation of two large sums
+    after = torch.cat([delta[..., 1:], torch.zeros_like(delta[..., :1])], dim=-1)
+    x = torch.flip(torch.cumsum(torch.flip(after, [-1]), dim=-1), [-1])            # (B, D, P), >= 0
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (delta, bu, A, B)))
+    live = (delta != 0).any(1)                          # (B, P): False at padded steps
+    if bool(live.all()):
+        w = x.unsqueeze(-1) * A[None, :, None, :]                                # (B, D, P, N)
+        bu_, B_ = bu.unsqueeze(-1), B.transpose(1, 2).unsqueeze(1)
+        sum_dim = 2
+    else:                                               # only the live (batch, step) pairs
+        bi, si = live.nonzero(as_tuple=True)
+        w = x.transpose(1, 2)[bi, si].unsqueeze(-1) * A                          # (M, D, N)
+        bu_, B_ = bu.transpose(1, 2)[bi, si].unsqueeze(-1), B.transpose(1, 2)[bi, si].unsqueeze(1)
+        sum_dim = None
+    if inplace:                                         # inference: no temporaries of this size
+        w = w.exp_().mul_(bu_).mul_(B_)
+    else:
+        w = torch.exp(w) * bu_ * B_
+    if sum_dim is not None:
+        return w.sum(sum_dim)
+    return w.new_zeros(delta.shape[0], delta.shape[1], A.shape[1]).index_add(0, bi, w)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None):

@@ -36,6 +36,10 @@ class CaptionModule(L.LightningModule):
             total = min(total, int(step * self.max_seconds / max(elapsed, 1e-6)))
         return warmup_cosine(step, self.warmup, max(total, self.warmup + 1))
 
+    def on_train_epoch_start(self) -> None:
+        # a model loaded with from_pretrained is in eval mode; Lightning keeps submodule modes as found
+        self.model.train()
+
     def _loss(self, b):
         out = self.model.encode(b["batch"])
         lm = self.model.decoder.loss(out["fused"], b["prompts"], b["targets"])
