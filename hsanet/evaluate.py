@@ -26,7 +26,7 @@ def _write(out: Path, smiles, refs, outs, metrics: dict) -> None:
 
 
 def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None, num_beams: int = 1,
-                        batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int = 0,
+                        batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int | None = None,
                         smiles=None, references=None) -> dict:
     """Caption a ChEBI-20 split (or given SMILES/references) and score it."""
     from .chem import parse
@@ -57,7 +57,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     gen_seconds = time.time() - start
     metrics = caption_metrics(references, outs, data_dir)
     metrics.update({"split": split, "checkpoint": str(checkpoint), "num_beams": num_beams,
-                    "no_repeat_ngram_size": no_repeat_ngram_size, "generation_seconds": round(gen_seconds, 1)})
+                    "no_repeat_ngram_size": (model.config.no_repeat_ngram_size if no_repeat_ngram_size is None
+                                             else no_repeat_ngram_size), "generation_seconds": round(gen_seconds, 1)})
     if out:
         _write(Path(out), smiles, references, outs, metrics)
     return metrics
@@ -104,7 +105,8 @@ def register(sub) -> None:
     p.add_argument("--beams", type=int, default=1)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--limit", type=int, default=0)
-    p.add_argument("--no-repeat-ngram", dest="no_repeat_ngram", type=int, default=0)
+    p.add_argument("--no-repeat-ngram", dest="no_repeat_ngram", type=int, default=None,
+                   help="block repeated n-grams (default: the checkpoint's decoding setting)")
     p.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("baseline", help="reference baselines")

@@ -114,7 +114,7 @@ class HSANet(nn.Module):
 
     @torch.no_grad()
     def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
-                          no_repeat_ngram_size: int = 0, batch_size: int = 32, use_cache: bool = True,
+                          no_repeat_ngram_size: int | None = None, batch_size: int = 32, use_cache: bool = True,
                           min_new_tokens: int | None = None) -> list[str]:
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (no tokenizer)")

@@ -21,6 +21,7 @@ _TIMESTAMP = re.compile(r"^\[?\d\d:\d\d:\d\d\]?\s*")
 # characters of fused benzene rings take minutes), so oversized molecules are refused up front.
 _SMILES_ATOM = re.compile(r"\[([^\[\]]*)\]|Br|Cl|[BCNOPSFI]|[bcnops]|\*")
 _BRACKET_ELEMENT = re.compile(r"\d*([A-Z][a-z]?|[a-z][a-z]?|\*|#\d+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ATOMS_PER_HEAVY_ATOM = 10   # all atoms (explicit H, '*') may be at most this many times max_atoms
 
 
@@ -144,9 +145,10 @@ def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
             raise MoleculeError("this looks like a reaction SMILES (it contains '>'); enter a single molecule")
         if not stripped.isascii():
             raise MoleculeError("SMILES may only contain ASCII characters")
-        bad = next((c for c in stripped if ord(c) < 32 or ord(c) == 127), None)
+        bad = _CONTROL.search(stripped)
         if bad is not None:
-            raise MoleculeError(f"input contains a control character (U+{ord(bad):04X}); paste plain SMILES text")
+            raise MoleculeError(f"input contains a control character (U+{ord(bad.group()):04X}); "
+                                "paste plain SMILES text")
         stripped = stripped.replace("\\\\", "\\")   # ChEBI-20 writes some directional bonds doubled
 
     _setup_logging()

@@ -156,9 +156,14 @@ class CaptionDecoder(nn.Module):
     # ---- inference -------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, graph_tokens: torch.Tensor, prompts: list[list[int]], num_beams: int = 1,
-                 max_new_tokens: int | None = None, no_repeat_ngram_size: int = 0,
+                 max_new_tokens: int | None = None, no_repeat_ngram_size: int | None = None,
                  use_cache: bool = True, min_new_tokens: int | None = None) -> list[str]:
-        """``min_new_tokens`` suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
+        """``min_new_tokens`` suppresses EOS until that many tokens exist (fixed-length benchmarks).
+
+        ``no_repeat_ngram_size`` None takes the config's decoding default.
+        """
+        if no_repeat_ngram_size is None:
+            no_repeat_ngram_size = self.config.no_repeat_ngram_size
         if self.copy is not None:
             return self._generate_copy(graph_tokens, prompts, max_new_tokens, no_repeat_ngram_size, min_new_tokens)
         embeds, mask, _ = self._embed(graph_tokens, prompts, left_pad=True)
