@@ -57,6 +57,7 @@ class HSANetConfig:
     retrieval_k: int = 2                # neighbour captions read by the decoder; 0 switches retrieval off
     max_ref_tokens: int = 64
     no_repeat_ngram_size: int = 0       # decoding default: block repeated n-grams (0 = off), chosen on held-out data
+    rerank: bool = False                # decoding default: pick the likeliest of {generated, neighbours' captions}
     copy_mechanism: bool = False        # pointer-generator over the prompt's text tokens (see lm/decoder.py)
     instruction: str = "Describe this molecule."
     # property heads: task name -> "classification" | "regression"

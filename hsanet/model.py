@@ -113,9 +113,38 @@ class HSANet(nn.Module):
         return lm_loss, out["fusion"]["balance_loss"]
 
     @torch.no_grad()
+    def rerank(self, fused: torch.Tensor, prompts: list[list[int]], candidates: list[list[str]]) -> list[tuple[int, list[float]]]:
+        """Score candidate captions per molecule by the model's mean token log-likelihood.
+
+        Returns, per molecule, the index of the best candidate and all candidates' scores.
+        """
+        flat_g, flat_p, flat_t, owner = [], [], [], []
+        for i, cands in enumerate(candidates):
+            for c in cands:
+                flat_g.append(i)
+                flat_p.append(prompts[i])
+                flat_t.append(self.decoder.target_ids(c))
+                owner.append(i)
+        nll = self.decoder.loss(fused[torch.tensor(flat_g, device=fused.device)], flat_p, flat_t, per_sample=True)
+        out, pos = [], 0
+        for cands in candidates:
+            scores = [-float(v) for v in nll[pos:pos + len(cands)]]
+            pos += len(cands)
+            out.append((max(range(len(cands)), key=lambda j: scores[j]), scores))
+        return out
+
+    @torch.no_grad()
     def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
                           no_repeat_ngram_size: int | None = None, batch_size: int = 32, use_cache: bool = True,
-                          min_new_tokens: int | None = None) -> list[str]:
+                          min_new_tokens: int | None = None, rerank: bool | None = None) -> list[str]:
+        """Captions for parsed molecules.
+
+        ``rerank`` (default: the config's ``rerank``) adds a selection step: the generated caption
+        and the retrieved neighbours' captions are scored by the model's likelihood and the best is
+        returned (retrieval-augmented reranking; its choice was made on held-out data, see the card).
+        """
+        if rerank is None:
+            rerank = self.config.rerank
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (no tokenizer)")
         self.eval()
@@ -125,8 +154,13 @@ class HSANet(nn.Module):
             enc = self.encode(featurize(chunk))
             refs = self.references([m.smiles for m in chunk])
             prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(chunk, refs)]
-            out += self.decoder.generate(enc["fused"], prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
-                                         use_cache=use_cache, min_new_tokens=min_new_tokens)
+            gen = self.decoder.generate(enc["fused"], prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
+                                        use_cache=use_cache, min_new_tokens=min_new_tokens)
+            if rerank and any(refs):
+                cands = [[g] + [n.caption for n in r] for g, r in zip(gen, refs)]
+                picks = self.rerank(enc["fused"], prompts, cands)
+                gen = [c[j] for c, (j, _) in zip(cands, picks)]
+            out += gen
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -186,11 +220,18 @@ class HSANet(nn.Module):
         if properties and self.heads is not None:
             props = self.heads.predict(emb).cpu().numpy()
         captions, neighbours = [None] * len(mols), [[] for _ in mols]
+        caption_sources = [None] * len(mols)
         t0 = time.perf_counter()
         if caption and self.decoder is not None:
             neighbours = self.references([m.smiles for m in mols])
             prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(mols, neighbours)]
             captions = self.decoder.generate(fusion["fused"], prompts, num_beams, max_new_tokens)
+            caption_sources = ["generated"] * len(mols)
+            if self.config.rerank and any(neighbours):
+                cands = [[c] + [n.caption for n in r] for c, r in zip(captions, neighbours)]
+                picks = self.rerank(fusion["fused"], prompts, cands)
+                captions = [c[j] for c, (j, _) in zip(cands, picks)]
+                caption_sources = ["generated" if j == 0 else f"neighbour {j} (reranked)" for j, _ in picks]
         t["caption"] = time.perf_counter() - t0
 
         device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
@@ -233,7 +274,7 @@ class HSANet(nn.Module):
                 motif_tokens=motif[g].cpu().numpy(),
                 variant=self.config.variant if routing is None else f"{self.config.variant} (routing forced: {routing})",
                 trained=bool(self.meta.get("trained")), device=device, mamba_backend=backend,
-                caption=captions[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
+                caption=captions[g], caption_source=caption_sources[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
                 timings_ms={k2: v * 1000.0 / len(mols) for k2, v in t.items()}, warnings=warnings))
         return traces[0] if single else traces
 

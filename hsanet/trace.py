@@ -67,6 +67,7 @@ class Trace:
     device: str
     mamba_backend: str
     caption: str | None = None
+    caption_source: str | None = None            # "generated", or the reranked neighbour it came from
     properties: dict[str, float] = field(default_factory=dict)
     property_kinds: dict[str, str] = field(default_factory=dict)
     neighbours: list[Neighbour] = field(default_factory=list)
@@ -120,6 +121,7 @@ class Trace:
             },
             "embedding": [_f(v) for v in np.asarray(self.embedding).ravel()],
             "caption": self.caption,
+            "caption_source": self.caption_source,
             "properties": {k: _f(v) for k, v in self.properties.items()},
             "neighbours": [
                 {"smiles": n.smiles, "caption": n.caption, "similarity": _f(n.similarity)} for n in self.neighbours

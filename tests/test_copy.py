@@ -56,3 +56,23 @@ def test_copy_learns_to_copy_a_reference(tokenizer):
     model.eval()
     out = model.decoder.generate(model.encode(featurize([mol]))["fused"], [prompt], max_new_tokens=60)[0]
     assert out == target_text
+
+
+def test_rerank_returns_a_candidate_and_scores_consistently(tokenizer):
+    model = _model(tokenizer).eval()
+    mols = [parse(s) for s in MOLECULES[:3]]
+    refs = model.references([m.smiles for m in mols])
+    out = model.generate_captions(mols, max_new_tokens=10, rerank=True)
+    plain = model.generate_captions(mols, max_new_tokens=10, rerank=False)
+    for o, g, r in zip(out, plain, refs):
+        assert o in [g] + [n.caption for n in r]
+    enc = model.encode(featurize(mols[:1]))
+    prompt = model.decoder.prompt_ids(mols[0].smiles, [n.caption for n in refs[0]])
+    cands = [plain[0], refs[0][0].caption]
+    best, scores = model.rerank(enc["fused"], [prompt], [cands])[0]
+    assert scores[best] == max(scores)
+    # the score is the mean token log-likelihood of the caption under the model
+    nll = model.decoder.loss(enc["fused"], [prompt], [model.decoder.target_ids(cands[1])])
+    assert abs(-float(nll) - scores[1]) < 1e-4
+    trace = model.analyze(MOLECULES[1])
+    assert trace.caption_source in (None, "generated") or trace.caption_source.startswith("neighbour")

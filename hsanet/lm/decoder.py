@@ -113,8 +113,12 @@ class CaptionDecoder(nn.Module):
         return out, mask, lengths
 
     # ---- training --------------------------------------------------------------------------
-    def loss(self, graph_tokens: torch.Tensor, prompts: list[list[int]], targets: list[list[int]]) -> torch.Tensor:
-        """Mean cross-entropy of the caption tokens (logits computed only where a caption token is predicted)."""
+    def loss(self, graph_tokens: torch.Tensor, prompts: list[list[int]], targets: list[list[int]],
+             per_sample: bool = False) -> torch.Tensor:
+        """Mean cross-entropy of the caption tokens (logits computed only where a caption token is predicted).
+
+        ``per_sample`` returns each sample's mean token negative log-likelihood (used for reranking).
+        """
         seqs = [p + t for p, t in zip(prompts, targets)]
         embeds, mask, lengths = self._embed(graph_tokens, seqs, left_pad=False)
         hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -127,17 +131,24 @@ class CaptionDecoder(nn.Module):
         h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
         logits = self.lm.get_output_embeddings()(h)
         labels_t = torch.tensor(labels, device=hidden.device)
+        row_t = torch.tensor(rows, device=hidden.device)
+
+        def reduce(nll: torch.Tensor) -> torch.Tensor:
+            if not per_sample:
+                return nll.mean()
+            total = torch.zeros(len(prompts), device=nll.device).index_add(0, row_t, nll)
+            return total / torch.tensor([len(t) for t in targets], device=nll.device)
+
         if self.copy is None:
-            return nn.functional.cross_entropy(logits.float(), labels_t)
+            return reduce(nn.functional.cross_entropy(logits.float(), labels_t, reduction="none"))
         # pointer-generator: mix in the copy distribution over the prompt's text tokens
         g = graph_tokens.shape[1]
         src_h, src_ids, src_mask = self._sources(hidden, prompts, [g] * len(prompts))
-        row_t = torch.tensor(rows, device=hidden.device)
         attn = self.copy.attention(h.unsqueeze(1), src_h[row_t], src_mask[row_t]).squeeze(1)     # (N, S)
         p_copy = (attn * (src_ids[row_t] == labels_t[:, None])).sum(-1)
         p_vocab = logits.float().softmax(-1).gather(1, labels_t[:, None]).squeeze(1)
         gate = torch.sigmoid(self.copy.gate(h).float()).squeeze(-1)
-        return -torch.log(gate * p_vocab + (1 - gate) * p_copy + 1e-9).mean()
+        return reduce(-torch.log(gate * p_vocab + (1 - gate) * p_copy + 1e-9))
 
     @staticmethod
     def _sources(hidden: torch.Tensor, prompts: list[list[int]], starts: list[int]):
