@@ -206,6 +206,7 @@ class CaptionDecoder(nn.Module):
         vocab = self.lm.get_output_embeddings().weight.shape[0]
         done = torch.zeros(b, dtype=torch.bool, device=h.device)
         generated: list[list[int]] = [[] for _ in range(b)]
+        seen: list[dict] = [{} for _ in range(b)]
         pos = positions[:, -1]
         emb = self.lm.get_input_embeddings()
         safe_ids = src_ids.clamp_min(0)
@@ -219,18 +220,22 @@ class CaptionDecoder(nn.Module):
             if min_new_tokens and step < min_new_tokens:
                 p[:, tok.eos_id] = 0
             if no_repeat_ngram_size:
+                # n-gram blocking with a table (n-1)-gram -> next tokens seen, updated once per step
                 n = no_repeat_ngram_size
                 for i, seq in enumerate(generated):
-                    if len(seq) >= n - 1:
-                        prefix = tuple(seq[len(seq) - n + 1:]) if n > 1 else ()
-                        for j in range(len(seq) - n + 1):
-                            if tuple(seq[j:j + n - 1]) == prefix:
-                                p[i, seq[j + n - 1]] = 0
+                    if not done[i] and len(seq) >= n - 1:
+                        banned = seen[i].get(tuple(seq[len(seq) - n + 1:]) if n > 1 else ())
+                        if banned:
+                            p[i, list(banned)] = 0
             nxt = p.argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
             for i in range(b):
                 if not done[i]:
                     generated[i].append(int(nxt[i]))
+                    seq = generated[i]
+                    if no_repeat_ngram_size and len(seq) >= no_repeat_ngram_size:
+                        n = no_repeat_ngram_size
+                        seen[i].setdefault(tuple(seq[len(seq) - n:-1]), set()).add(seq[-1])
             done |= nxt == tok.eos_id
             if bool(done.all()):
                 break
