@@ -5,7 +5,10 @@ Bad input ends with exit code 2 and one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import sys
 
 
@@ -22,7 +25,16 @@ def _load_model(args):
         print("hsanet: no embedded default model in assets/ yet; using an untrained model", file=sys.stderr)
         model = HSANet().eval()
     else:
-        model = HSANet.from_pretrained(checkpoint or None, device=getattr(args, "device", None))
+        from .config import ConfigError
+        from .model import CheckpointError
+
+        try:
+            model = HSANet.from_pretrained(checkpoint or None, device=getattr(args, "device", None))
+        except (CheckpointError, ConfigError, UsageError):
+            raise
+        except Exception as exc:   # truncated weights, bad JSON side files, shape mismatches: one line
+            raise UsageError(f"cannot load the checkpoint {checkpoint or DEFAULT_CHECKPOINT}: "
+                             f"{type(exc).__name__}: {exc}") from exc
     variant = getattr(args, "variant", None)
     if variant and variant != model.config.variant:
         model.set_variant(variant)
@@ -32,27 +44,43 @@ def _load_model(args):
 def cmd_analyze(args) -> int:
     from .chem import MoleculeError, parse
 
+    if args.jsonl and not args.file:
+        args.json = True          # one molecule: its JSON object is one JSON line
     # bad input (a bad molecule, an unreadable file) is reported before the model loads
     if args.file:
-        try:
-            lines = open(args.file, encoding="utf-8", errors="replace").read().splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+        # opened before the model loads (a bad path fails fast), read line by line (any size);
+        # undecodable bytes become U+FFFD, so that line gets an error object, not the whole batch
+        if args.file == "-":
+            lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        else:
+            try:
+                lines = open(args.file, encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     else:
         if not args.smiles:
             raise UsageError("give a SMILES string or --file FILE")
         parse(args.smiles)
-    model = _load_model(args)
+    try:
+        model = _load_model(args)
+    except BaseException:
+        if args.file and args.file != "-":
+            lines.close()
+        raise
     kwargs = dict(caption=not args.no_caption, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
     if args.file:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                obj = model.analyze(line, **kwargs).to_json()
-            except MoleculeError as exc:
-                obj = {"input": line, "error": str(exc)}
-            print(json.dumps(obj), flush=True)
+        with lines if args.file != "-" else contextlib.nullcontext(lines):
+            for line in lines:
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                try:
+                    obj = model.analyze(line, **kwargs).to_json()
+                except MoleculeError as exc:
+                    obj = {"input": line, "error": str(exc)}
+                except Exception as exc:   # a bad line never stops the batch
+                    obj = {"input": line, "error": f"analysis failed ({type(exc).__name__}: {exc})"}
+                print(json.dumps(obj), flush=True)
         return 0
     if not args.smiles:
         raise UsageError("give a SMILES string or --file FILE")
@@ -85,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("analyze", help="run HSA-Net on a molecule and print its trace")
     a.add_argument("smiles", nargs="?", help="SMILES string (or a MOL block)")
-    a.add_argument("--file", help="one molecule per line; with --jsonl prints one JSON object per line")
+    a.add_argument("--file", help="one molecule per line ('-' reads stdin); prints one JSON object per line")
     a.add_argument("--jsonl", action="store_true", help="with --file: JSON lines (the default for --file)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--variant", choices=["full", "attn", "mamba", "nosaf"])
@@ -127,10 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (UsageError, MoleculeError, ConfigError, CheckpointError, FileNotFoundError) as exc:
-        print(f"hsanet {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())         # always one line
+        print(f"hsanet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`hsanet analyze --file F | head`): stop quietly; point stdout at
+        # /dev/null so that the interpreter's final flush does not complain either
+        try:
+            fd = sys.stdout.fileno()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+        return 141
 
 
 if __name__ == "__main__":

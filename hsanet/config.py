@@ -81,11 +81,19 @@ class HSANetConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        # types first: every field must have its default's type (ints may stand for floats)
+        for f in dataclasses.fields(self):
+            v, default = getattr(self, f.name), f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            kind = type(default)
+            ok = (isinstance(v, kind) and not (kind is int and isinstance(v, bool))) or \
+                 (kind is float and isinstance(v, (int, float)) and not isinstance(v, bool))
+            need(ok, f"{f.name} must be of type {kind.__name__}, got {v!r}")
         need(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
         need(self.num_layers >= 1, "num_layers must be >= 1")
         for name in ("hidden", "proj_dim", "num_queries", "num_heads", "d_state", "d_conv", "expand",
                      "num_motif_queries", "num_experts", "lm_dim", "lm_layers", "lm_heads",
-                     "max_positions", "max_atoms"):
+                     "max_positions", "max_atoms", "max_graph_distance", "max_smiles_tokens",
+                     "max_caption_tokens", "max_ref_tokens"):
             v = getattr(self, name)
             need(isinstance(v, int) and v > 0, f"{name} must be a positive integer, got {v!r}")
         need(self.proj_dim % self.num_heads == 0, "proj_dim must be divisible by num_heads")
@@ -94,6 +102,11 @@ class HSANetConfig:
         need(self.lm_type in ("gpt2", "llama", "local"), f"lm_type must be gpt2, llama or local, got {self.lm_type!r}")
         need(self.lm_type != "local" or bool(self.lm_path), "lm_type 'local' needs lm_path")
         need(self.retrieval_k >= 0, "retrieval_k must be >= 0")
+        need(self.dt_rank >= 0 and self.no_repeat_ngram_size >= 0, "dt_rank and no_repeat_ngram_size must be >= 0")
+        for name in ("gnn_dropout", "lm_dropout"):
+            need(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
+        need(self.gumbel_tau > 0, "gumbel_tau must be > 0")
+        need(self.balance_coef >= 0, "balance_coef must be >= 0")
         for task, kind in self.property_tasks.items():
             need(kind in ("classification", "regression"), f"property task {task!r}: kind must be classification or regression")
 

@@ -93,6 +93,13 @@ class HAP(nn.Module):
             seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
             logits = self.gates[l](scatter(h, batch_vec, dim=0, reduce="mean"))
             w = self.route(logits, variant)
+            if variant == "full" and not keep_experts and not self.training:
+                tokens.append(self._chosen_expert_only(l, w, dense, mask, seq, ser))
+                probs.append(logits.softmax(-1))
+                weights.append(w)
+                attn_out.append(None)
+                mamba_out.append(None)
+                continue
             za = self.attn[l](dense, mask) if (variant != "mamba" or keep_experts) else None
             zm = self.mamba[l](seq, ser.dist, ser.mask) if (variant != "attn" or keep_experts) else None
             if za is None:
@@ -110,6 +117,45 @@ class HAP(nn.Module):
             "tokens": tokens,                               # L+1 tensors (B, K, dim)
             "probs": torch.stack(probs, dim=1),             # (B, L+1, 2): p_attn, p_mamba
             "choice": torch.stack(weights, dim=1).argmax(-1),   # (B, L+1): 0 attn, 1 mamba
-            "attn_tokens": attn_out,
+            "attn_tokens": attn_out,                        # None where not computed (see forward)
             "mamba_tokens": mamba_out,
         }
+
+    def _chosen_expert_only(self, l: int, w: torch.Tensor, dense, mask, seq, ser: Serialization) -> torch.Tensor:
+        """Eq. 3 at inference with each molecule running only the expert its gate chose.
+
+        The same tokens as computing both experts and weighting them by the one-hot ``w`` (the other
+        expert's output is multiplied by 0), at the cost of one expert per molecule. Used when the
+        expert outputs are not kept (``encode``: embeddings, captions); the trace keeps both.
+        """
+        use_mamba = w[:, 1] > 0
+        if not bool(use_mamba.any()):
+            return self.attn[l](dense, mask) * w[:, 0, None, None]
+        im = use_mamba.nonzero().squeeze(1)
+        zm = self._mamba_by_length(l, im, seq, ser) * w[im, 1, None, None]
+        if bool(use_mamba.all()):
+            return zm
+        ia = (~use_mamba).nonzero().squeeze(1)
+        za = self.attn[l](dense[ia], mask[ia]) * w[ia, 0, None, None]
+        z = za.new_empty(w.shape[0], *za.shape[1:])
+        z[ia] = za
+        z[im] = zm.to(z.dtype)
+        return z
+
+    def _mamba_by_length(self, l: int, rows: torch.Tensor, seq, ser: Serialization, group: int = 32) -> torch.Tensor:
+        """E_Mamba on the molecules ``rows``, in groups of similar length, each group cut to its longest
+        member: a batch is left-padded to its longest molecule, and the padding costs as much as atoms.
+        Exact: padded steps leave the state untouched (a molecule's tokens do not depend on its batch)."""
+        lengths = ser.mask[rows].sum(1)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        width = ser.mask.shape[1]
+        out = None
+        for s in range(0, len(rows), group):
+            pos = order[s:s + group]
+            sel = rows[pos]
+            start = width - int(lengths[pos[0]])
+            z = self.mamba[l](seq[sel, start:], ser.dist[sel, start:], ser.mask[sel, start:])
+            if out is None:
+                out = z.new_empty(len(rows), *z.shape[1:])
+            out[pos] = z
+        return out

@@ -218,7 +218,7 @@ class HSANet(nn.Module):
 
         props = None
         if properties and self.heads is not None:
-            props = self.heads.predict(emb).cpu().numpy()
+            props = self.heads.predict(emb).float().cpu().numpy()
         captions, neighbours = [None] * len(mols), [[] for _ in mols]
         caption_sources = [None] * len(mols)
         t0 = time.perf_counter()
@@ -236,7 +236,7 @@ class HSANet(nn.Module):
 
         device = str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device)
         backend = backend_for(self.device)
-        probs = hap["probs"].cpu().numpy()
+        probs = hap["probs"].float().cpu().numpy()
         choice = hap["choice"].cpu().numpy()
         sources = self.token_sources
         traces = []
@@ -246,9 +246,9 @@ class HSANet(nn.Module):
                              p_attn=float(probs[g, l, 0]), p_mamba=float(probs[g, l, 1]),
                              choice="attn" if choice[g, l] == 0 else "mamba",
                              pooled=level_np[l][a:b].mean(0),
-                             attn_tokens=hap["attn_tokens"][l][g].cpu().numpy(),
-                             mamba_tokens=hap["mamba_tokens"][l][g].cpu().numpy(),
-                             tokens=hap["tokens"][l][g].cpu().numpy())
+                             attn_tokens=hap["attn_tokens"][l][g].float().cpu().numpy(),
+                             mamba_tokens=hap["mamba_tokens"][l][g].float().cpu().numpy(),
+                             tokens=hap["tokens"][l][g].float().cpu().numpy())
                   for l in range(self.config.num_levels)]
             saf_tokens = []
             for i, s in enumerate(sources):
@@ -270,8 +270,8 @@ class HSANet(nn.Module):
                 smiles=m.smiles, input=m.input, num_atoms=m.num_atoms, num_fragments=m.num_fragments,
                 atom_fragment=batch.frag[a:b].tolist(), mamba_order=ser.orders[g], levels=lv,
                 saf_tokens=saf_tokens, num_experts=self.config.num_experts if fusion["experts"] is not None else 0,
-                fused_tokens=fusion["fused"][g].cpu().numpy(), embedding=emb[g].cpu().numpy(),
-                motif_tokens=motif[g].cpu().numpy(),
+                fused_tokens=fusion["fused"][g].float().cpu().numpy(), embedding=emb[g].float().cpu().numpy(),
+                motif_tokens=motif[g].float().cpu().numpy(),
                 variant=self.config.variant if routing is None else f"{self.config.variant} (routing forced: {routing})",
                 trained=bool(self.meta.get("trained")), device=device, mamba_backend=backend,
                 caption=captions[g], caption_source=caption_sources[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
@@ -327,7 +327,10 @@ class HSANet(nn.Module):
 
             retrieval = FingerprintIndex.load(folder / "retrieval")
         model = cls(config, tokenizer, retrieval)
-        state = load_file(str(folder / WEIGHTS))
+        try:
+            state = load_file(str(folder / WEIGHTS))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
+            raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} cannot be read (damaged or truncated?): {exc}") from exc
         own = model.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)

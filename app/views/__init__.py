@@ -1,0 +1,1 @@
+"""One module per view of the app, top to bottom (see common.SECTIONS)."""

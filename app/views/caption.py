@@ -1,0 +1,83 @@
+"""3. Caption and properties.
+
+Trace fields: ``caption``, ``properties``, ``property_kinds``, ``neighbours``; for a ChEBI-20
+molecule, the reference description (hsanet.data.chebi) and sentence BLEU-4 / METEOR
+(hsanet.metrics.captions.sentence_scores).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.views.common import Page, needs_trace, section
+
+
+def render(page: Page) -> None:
+    section("caption")
+    if not needs_trace(page):
+        return
+    tr = page.trace
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.markdown(f"**Generated caption** ({page.decoding}"
+                    f"{'' if tr.trained else ', untrained model'})")
+        if tr.caption is None:
+            st.info("This model has no caption decoder (no tokenizer in the checkpoint), so there is no caption.")
+        elif not tr.caption.strip():
+            st.info("The decoder produced an empty caption.")
+        else:
+            st.markdown(f"> {tr.caption}", unsafe_allow_html=False)
+            source = getattr(tr, "caption_source", None)
+            if source and source != "generated":
+                st.caption(f"Source: {source} — the reranker preferred a retrieved neighbour's caption to the "
+                           "generated one (see the retrieved captions below).")
+        _chebi(tr)
+        if tr.neighbours:
+            with st.expander(f"Retrieved reference captions the decoder read ({len(tr.neighbours)})"):
+                st.dataframe(pd.DataFrame([{"similarity (Tanimoto)": n.similarity, "SMILES": n.smiles,
+                                            "caption": n.caption} for n in tr.neighbours]), hide_index=True)
+    with right:
+        st.markdown("**Property predictions**")
+        if not tr.properties:
+            st.caption("This model has no property heads.")
+        else:
+            rows = [{"task": name, "prediction": float(value),
+                     "kind": "probability" if tr.property_kinds.get(name) == "classification" else "value"}
+                    for name, value in tr.properties.items()]
+            st.dataframe(pd.DataFrame(rows), hide_index=True,
+                         column_config={"prediction": st.column_config.NumberColumn(format="%.3f")})
+            st.caption("Classification tasks give the probability of the positive class; regression tasks the "
+                       "predicted value in the dataset's units.")
+
+
+def _chebi(tr) -> None:
+    try:
+        _reference_description(tr)
+    except state.StillWorking as exc:
+        st.caption(f":hourglass_flowing_sand: {exc}; press **Check again** in a moment.")
+        st.button("Check again", key="chebi_retry")
+
+
+def _reference_description(tr) -> None:
+    entry = state.chebi_entry(tr.smiles)
+    if entry is False:
+        st.caption("ChEBI-20 data not found (`../shared/data` or `$HSANET_DATA`): no reference description.")
+        return
+    if entry is None:
+        st.caption("This molecule is not in ChEBI-20 (validation or test), so there is no reference description.")
+        return
+    split, cid, description = entry
+    st.markdown(f"**ChEBI-20 reference description** ({split} split, PubChem CID {cid})")
+    st.markdown(f"> {description}")
+    if not tr.caption:
+        return
+    scores, error = state.caption_scores(description, tr.caption)
+    if scores is None:
+        st.caption(f"Scores unavailable: {error}")
+        return
+    a, b = st.columns(2)
+    a.metric("BLEU-4 (sentence, smoothed)", f"{100 * scores['bleu4']:.1f}")
+    b.metric("METEOR", f"{100 * scores['meteor']:.1f}")
+    st.caption("Scores ×100 on SciBERT word-pieces, as the MolT5 protocol. One sentence's BLEU is smoothed and "
+               "not comparable with a corpus BLEU such as the paper's.")

@@ -1,0 +1,210 @@
+"""1. Input: the Ketcher editor, a SMILES box, example molecules and batch mode (CSV upload)."""
+from __future__ import annotations
+
+import time
+import zlib
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.views.common import Page, section
+from hsanet.chem import MoleculeError, parse
+from hsanet.data.tables import TableError, read_table, to_safe_csv
+
+# Small to large, one salt; all are in the ChEBI-20 test split, so the caption view can score them.
+EXAMPLES = [
+    ("Ethanol", "CCO", "3 heavy atoms"),
+    ("Benzoic acid", "O=C(O)c1ccccc1", "9"),
+    ("Phenylhydrazine HCl", "Cl.NNc1ccccc1", "9, a salt"),
+    ("Ibuprofen", "CC(C)Cc1ccc(C(C)C(=O)O)cc1", "15"),
+    ("Cefadroxil", "CC1=C(C(=O)O)N2C(=O)[C@@H](NC(=O)[C@H](N)c3ccc(O)cc3)[C@H]2SC1", "25"),
+    ("Quercetin 3-fucoside",
+     "C[C@H]1O[C@@H](Oc2c(-c3ccc(O)c(O)c3)oc3cc(O)cc(O)c3c2=O)[C@H](O)[C@@H](O)[C@H]1O", "32"),
+    ("Vincristine",
+     "CC[C@@]1(O)C[C@@H]2CN(CCc3c([nH]c4ccccc34)[C@@](C(=O)OC)(c3cc4c(cc3OC)N(C=O)[C@H]3[C@@](O)"
+     "(C(=O)OC)[C@H](OC(C)=O)[C@]5(CC)C=CCN6CC[C@]43[C@@H]65)C2)C1", "60"),
+]
+INPUT_KEY = "smiles_input"
+BATCH_MAX_ROWS = 1000
+BATCH_MAX_BYTES = 5_000_000
+BATCH_CHUNK = 8
+KETCHER_HEIGHT = 430
+
+
+def _set_input(text: str) -> None:
+    st.session_state[INPUT_KEY] = text
+
+
+def _canonical(text: str) -> str | None:
+    try:
+        return parse(text).smiles
+    except MoleculeError:
+        return None
+
+
+def _ketcher_value(current: str) -> str | None:
+    """The editor, showing the current molecule; returns a drawing once the user presses Apply.
+
+    streamlit-ketcher 0.0.1 reads its ``molecule`` argument only when it mounts, so the editor is
+    keyed by the current molecule (a new molecule remounts it). Its public ``st_ketcher`` returns
+    the argument itself until Apply is pressed; the component is called with ``default=None`` so that
+    "nothing applied yet" is told apart from a drawing."""
+    key = f"ketcher-{zlib.crc32(current.encode())}"
+    try:
+        from streamlit_ketcher import _render_component
+    except ImportError:   # another streamlit-ketcher version: fall back to the public function
+        try:
+            from streamlit_ketcher import st_ketcher
+        except ImportError:
+            st.caption("The Ketcher editor (streamlit-ketcher) is not installed; type a SMILES instead.")
+            return None
+        value = st_ketcher(current, height=KETCHER_HEIGHT, key=key)
+        return None if value == current else value
+    return _render_component(molecule=current, height=KETCHER_HEIGHT, molecule_format="SMILES", key=key,
+                             default=None)
+
+
+def _ketcher(current: str) -> None:
+    """A newly applied drawing becomes the input. Ketcher returns Kekulé SMILES: it is canonicalized
+    before anything else (parse), so the same molecule drawn or typed gives the same analysis."""
+    drawn = _ketcher_value(current)
+    if not drawn or not drawn.strip():
+        return
+    canonical = _canonical(drawn)
+    if canonical is None:                       # let the SMILES box show RDKit's complaint
+        if drawn != st.session_state.get("_ketcher_bad"):
+            st.session_state["_ketcher_bad"] = drawn
+            st.session_state[INPUT_KEY] = drawn
+    elif canonical != current:
+        st.session_state[INPUT_KEY] = canonical
+        st.rerun()      # re-key the editor so that it shows the molecule now analysed
+
+
+def render(page: Page, model):
+    """Render the input view; return (input text, a container for in-place messages)."""
+    section("input")
+    st.session_state.setdefault(INPUT_KEY, EXAMPLES[3][1])
+    draw_col, text_col = st.columns([3, 2], gap="large")
+    with draw_col:
+        st.markdown("**Draw** a molecule, then press **Apply** (under the canvas).")
+        _ketcher(_canonical(st.session_state.get(INPUT_KEY, "")) or st.session_state.get("_canonical") or "")
+    with text_col:
+        st.text_input("**SMILES**", key=INPUT_KEY,
+                      placeholder="e.g. CC(=O)Oc1ccccc1C(=O)O",
+                      help="Any SMILES RDKit reads; it is canonicalized before the analysis.")
+        messages = st.container()
+        st.markdown("**Examples** (small to large, one salt)")
+        cols = st.columns(2)
+        for i, (name, smiles, size) in enumerate(EXAMPLES):
+            cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=_set_input, args=(smiles,),
+                               width="stretch", help=smiles)
+    _batch(page, model)
+    return st.session_state.get(INPUT_KEY, ""), messages
+
+
+# ------------------------------------------------------------------------------------------- batch
+def _pick_row(rows: list[dict]) -> None:
+    sel = st.session_state.get("batch_table")
+    try:
+        picked = sel["selection"]["rows"]
+    except (KeyError, TypeError):
+        return
+    if picked and 0 <= picked[0] < len(rows) and rows[picked[0]].get("smiles"):
+        _set_input(rows[picked[0]]["smiles"])
+
+
+def _result_row(number: int, text: str, trace=None, error: str = "") -> dict:
+    row = {"row": number, "input": text, "smiles": "", "heavy_atoms": None, "fragments": None,
+           "hap_pattern": "", "caption": ""}
+    if trace is not None:
+        row.update(smiles=trace.smiles, heavy_atoms=trace.num_atoms, fragments=trace.num_fragments,
+                   hap_pattern=trace.hap_pattern, caption=trace.caption or "")
+        for name, value in trace.properties.items():
+            row[f"pred: {name}"] = value
+    row["error"] = error
+    return row
+
+
+def run_batch(page: Page, model, smiles: list[str], captions: bool) -> dict:
+    """Analyze every row (progress bar); rows that fail keep their error message."""
+    n = len(smiles)
+    rows: list[dict | None] = [None] * n
+    valid = []
+    for i, text in enumerate(smiles):
+        try:
+            valid.append((i, parse(text, page.info.max_atoms)))
+        except MoleculeError as exc:
+            rows[i] = _result_row(i + 1, text, error=str(exc))
+    bar = st.progress(0.0, text=f"Analyzing {n} molecules…")
+    budget = state.batch_budget_s()
+    start = time.perf_counter()
+    done = n - len(valid)
+    stopped = None
+    kwargs = dict(caption=captions, num_beams=page.num_beams, max_new_tokens=page.max_new_tokens, metrics=False)
+    for j in range(0, len(valid), BATCH_CHUNK):
+        if time.perf_counter() - start > budget:
+            stopped = (f"Stopped after {done} of {n} rows: the batch time budget of {budget:.0f} s was exceeded "
+                       f"(set {state.BATCH_BUDGET_ENV} to change it). The remaining rows are marked.")
+            for i, m in valid[j:]:
+                rows[i] = _result_row(i + 1, smiles[i], error="not analyzed: batch time budget exceeded")
+            break
+        part = valid[j:j + BATCH_CHUNK]
+        try:
+            traces = model.analyze([m for _, m in part], **kwargs)
+        except Exception:   # isolate the molecule that fails
+            traces = []
+            for _, m in part:
+                try:
+                    traces.append(model.analyze(m, **kwargs))
+                except Exception as exc:
+                    traces.append(exc)
+        for (i, _), tr in zip(part, traces):
+            if isinstance(tr, Exception):
+                rows[i] = _result_row(i + 1, smiles[i], error=f"{type(tr).__name__}: {tr}")
+            else:
+                rows[i] = _result_row(i + 1, smiles[i], tr)
+        done += len(part)
+        bar.progress(done / n, text=f"Analyzed {done} of {n} molecules")
+    bar.progress(1.0, text=f"Done: {n} rows in {time.perf_counter() - start:.1f} s")
+    return {"rows": [r for r in rows if r is not None], "stopped": stopped,
+            "seconds": time.perf_counter() - start}
+
+
+def _batch(page: Page, model) -> None:
+    result = st.session_state.get("batch")
+    with st.expander(f"**Batch mode**: upload a CSV with a SMILES column (up to {BATCH_MAX_ROWS:,} rows)",
+                     expanded=result is not None):
+        upload = st.file_uploader("CSV or TSV file", type=["csv", "tsv", "txt", "smi"], key="batch_file")
+        table = None
+        if upload is not None:
+            try:
+                table = read_table(upload.getvalue(), max_bytes=BATCH_MAX_BYTES, max_rows=BATCH_MAX_ROWS)
+            except TableError as exc:
+                st.error(f"This file cannot be used: {exc}")
+        if table is not None:
+            st.caption(f"`{upload.name}`: {len(table):,} rows; SMILES column `{table.smiles_column}`.")
+            captions = st.checkbox("Generate captions (the slow part on a CPU)", value=True, key="batch_captions")
+            if st.button(f"Analyze {len(table):,} molecules", key="batch_run", type="primary"):
+                result = run_batch(page, model, table.smiles, captions)
+                result["name"] = upload.name
+                st.session_state["batch"] = result
+                st.session_state.pop("batch_table", None)
+        if result is None:
+            return
+        rows = result["rows"]
+        if result.get("stopped"):
+            st.warning(result["stopped"])
+        failed = sum(1 for r in rows if r["error"])
+        st.markdown(f"**Results** for `{result.get('name', 'upload')}`: {len(rows) - failed} analyzed, "
+                    f"{failed} with errors, {result['seconds']:.1f} s. Tick a row to inspect it.")
+        st.dataframe(pd.DataFrame(rows), key="batch_table", on_select=lambda: _pick_row(rows),
+                     selection_mode="single-row", hide_index=True, height=min(400, 38 + 35 * len(rows)))
+        ok = [i for i, r in enumerate(rows) if r["smiles"]]
+        pick_col, go_col, dl_col = st.columns([3, 1, 1], vertical_alignment="bottom")
+        if ok:
+            choice = pick_col.selectbox("Row to inspect", ok, key="batch_pick",
+                                        format_func=lambda i: f"row {rows[i]['row']}: {rows[i]['smiles'][:60]}")
+            go_col.button("Inspect", key="batch_inspect", on_click=_set_input, args=(rows[choice]["smiles"],))
+        dl_col.download_button("Download CSV", to_safe_csv(rows), file_name="hsanet-batch.csv", mime="text/csv",
+                               key="batch_download", on_click="ignore")
