@@ -38,7 +38,7 @@ def build_causal_lm(config: HSANetConfig, tokenizer: TextTokenizer) -> nn.Module
     if config.lm_type == "local":
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(config.lm_path, local_files_only=True)
+        return AutoModelForCausalLM.from_pretrained(config.lm_path, local_files_only=True, use_safetensors=True)
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
                   pad_token_id=tokenizer.pad_id, tie_word_embeddings=True)
     if config.lm_type == "gpt2":

@@ -66,9 +66,12 @@ class TextTokenizer:
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
+        """Text of token ids; control characters and broken bytes (U+FFFD) are dropped."""
         if self.tok is not None:
-            return self.tok.decode(ids, skip_special_tokens=True).strip()
-        return self.hf.decode(ids, skip_special_tokens=True).strip()
+            text = self.tok.decode(ids, skip_special_tokens=True)
+        else:
+            text = self.hf.decode(ids, skip_special_tokens=True)
+        return "".join(c for c in text if c == "\n" or (c >= " " and c not in "\x7f\ufffd")).strip()
 
     def marker(self, name: str) -> list[int]:
         """Token ids of a prompt marker (``<smi>``, ``<ref>``, ``<ins>``, ``<cap>``)."""
