@@ -888,6 +888,7 @@ def _command(args) -> str:
     for flag, value, default in (("--quick", args.quick, False), ("--checkpoint", args.checkpoint, None),
                                  ("--runs", args.runs, None), ("--threads", args.threads, 0),
                                  ("--sections", args.sections, None), ("--app-runs", args.app_runs, None),
+                                 ("--reference", args.reference, None),
                                  ("--json", args.json, "bench.json")):
         if value != default:
             parts.append(flag if value is True else f"{flag} {value}")

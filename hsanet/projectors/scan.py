@@ -128,18 +128,22 @@ def _readout_state(delta, bu, A, B):
     x, bu, B = x.transpose(1, 2)[bi, si], bu.transpose(1, 2)[bi, si], B.transpose(1, 2)[bi, si]   # (M, D|N)
     h = x.new_zeros(delta.shape[0], A.shape[0], A.shape[1])
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, bu, A, B)):
-        w = torch.exp(x.unsqueeze(-1) * A) * bu.unsqueeze(-1) * B.unsqueeze(1)              # (M, D, N)
+        w = torch.exp((x.unsqueeze(-1) * A).clamp_min(_MIN_EXPONENT)) * bu.unsqueeze(-1) * B.unsqueeze(1)   # (M, D, N)
         return h.index_add(0, bi, w)
     # inference: the (M, D, N) terms in blocks that stay in the CPU cache, computed in place
     rows = max(1, _BLOCK // (A.shape[0] * A.shape[1]))
     for s in range(0, x.shape[0], rows):
         e = min(s + rows, x.shape[0])
-        w = (x[s:e, :, None] * A).exp_().mul_(bu[s:e, :, None]).mul_(B[s:e, None, :])
+        w = (x[s:e, :, None] * A).clamp_min_(_MIN_EXPONENT).exp_().mul_(bu[s:e, :, None]).mul_(B[s:e, None, :])
         h.index_add_(0, bi[s:e], w)
     return h
 
 
 _BLOCK = 1 << 17            # elements per block of the inference read-out (512 KiB of float32)
+# Decays below exp(-80) ~ 2e-35 are clamped there: such terms are far below the float32 resolution of
+# the state, and PyTorch's exp takes a 10-35x slower path where its result underflows (x < -87),
+# which made long molecules cost more per atom than short ones.
+_MIN_EXPONENT = -80.0
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None):
