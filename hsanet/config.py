@@ -62,6 +62,10 @@ class HSANetConfig:
     instruction: str = "Describe this molecule."
     # property heads: task name -> "classification" | "regression"
     property_tasks: dict = field(default_factory=dict)
+    # what the heads read: "embedding" (mean of the SAF tokens) or "levels" (mean and max pooling of
+    # every GIN level, concatenated: a jumping-knowledge read-out); 0 hidden units = linear heads
+    property_readout: str = "embedding"
+    property_hidden: int = 256
     # limits
     max_atoms: int = 200
 
@@ -107,6 +111,9 @@ class HSANetConfig:
             need(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
         need(self.gumbel_tau > 0, "gumbel_tau must be > 0")
         need(self.balance_coef >= 0, "balance_coef must be >= 0")
+        need(self.property_readout in ("embedding", "levels"),
+             f"property_readout must be 'embedding' or 'levels', got {self.property_readout!r}")
+        need(self.property_hidden >= 0, "property_hidden must be >= 0")
         for task, kind in self.property_tasks.items():
             need(kind in ("classification", "regression"), f"property task {task!r}: kind must be classification or regression")
 

@@ -1,6 +1,9 @@
 """Property heads on the pooled fused representation (Sec. 3.4: "heads predict properties").
 
-One MLP maps the molecule embedding (mean of the SAF tokens) to every task at once. Classification
+One MLP maps the molecule read-out to every task at once: the molecule embedding (mean of the SAF
+tokens), or, with ``property_readout = "levels"``, the mean- and max-pooled node states of every GIN
+level (see ``HSANet.property_features``). ``hidden = 0`` makes the heads linear (logistic regression
+for classification, fitted by scikit-learn in training/property.py). Classification
 tasks use a sigmoid and binary cross-entropy, regression tasks predict standardized targets (the
 training mean and standard deviation are buffers, so predictions come back in the data's units).
 Missing labels (NaN) are masked out of the loss, as in MoleculeNet multi-task training.
@@ -17,7 +20,11 @@ class PropertyHeads(nn.Module):
         super().__init__()
         self.tasks = list(tasks)
         self.kinds = [tasks[t] for t in self.tasks]
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(self.tasks)))
+        if hidden:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, len(self.tasks)))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(in_dim, len(self.tasks)))
         self.register_buffer("is_cls", torch.tensor([k == "classification" for k in self.kinds]))
         self.register_buffer("mean", torch.zeros(len(self.tasks)))
         self.register_buffer("std", torch.ones(len(self.tasks)))

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch_geometric.utils import scatter
 
 from .chem import Molecule, featurize, parse
 from .config import ConfigError, HSANetConfig
@@ -58,11 +59,24 @@ class HSANet(nn.Module):
                 raise ConfigError(f"config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
             config.vocab_size = len(tokenizer)
             self.decoder = CaptionDecoder(config, tokenizer)
-        self.heads = PropertyHeads(d, config.property_tasks) if config.property_tasks else None
+        self.heads = (PropertyHeads(self.property_dim, config.property_tasks, hidden=config.property_hidden)
+                      if config.property_tasks else None)
         self.retrieval = retrieval
         self.meta: dict = {"trained": False}
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def property_dim(self) -> int:
+        c = self.config
+        return 2 * c.num_levels * c.hidden if c.property_readout == "levels" else c.proj_dim
+
+    def property_features(self, levels: list[torch.Tensor], batch_vec: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """What the property heads read (config ``property_readout``): the molecule embedding, or the
+        mean- and max-pooled node states of every GIN level concatenated (jumping-knowledge read-out)."""
+        if self.config.property_readout == "embedding":
+            return embedding
+        return torch.cat([scatter(h, batch_vec, dim=0, reduce=r) for r in ("mean", "max") for h in levels], dim=1)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -218,7 +232,7 @@ class HSANet(nn.Module):
 
         props = None
         if properties and self.heads is not None:
-            props = self.heads.predict(emb).float().cpu().numpy()
+            props = self.heads.predict(self.property_features(levels, batch.batch, emb)).float().cpu().numpy()
         captions, neighbours = [None] * len(mols), [[] for _ in mols]
         caption_sources = [None] * len(mols)
         t0 = time.perf_counter()
@@ -285,7 +299,8 @@ class HSANet(nn.Module):
         self.config.save(folder / "config.json")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         if fp16:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            # property heads stay fp32: they are tiny, and linear heads hold standardization folded in
+            state = {k: v.half() if v.is_floating_point() and not k.startswith("heads.") else v for k, v in state.items()}
         # tied weights (LM input/output embeddings) are stored once
         seen, unique = {}, {}
         for k, v in state.items():

@@ -17,6 +17,7 @@ TRAIN_DEFAULTS = {
     "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.01, "seed": 0, "holdout": 0.1, "limit": 0,
     "vocab_size": 6000, "val_every": 1, "patience": 6, "threads": 0, "datasets": "BBBP,BACE,ClinTox",
     "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "", "seeds": 3, "head_epochs": 60,
+    "readout": "levels", "head_hidden": 0,
 }
 
 
@@ -92,6 +93,10 @@ def register(sub) -> None:
     p.add_argument("--init", help="start from this checkpoint (caption: continue training; property: its encoder)")
     p.add_argument("--seeds", type=int, help="property task: number of training seeds")
     p.add_argument("--head-epochs", dest="head_epochs", type=int, help="property task: epochs of head training")
+    p.add_argument("--readout", choices=["levels", "embedding"],
+                   help="property task: what the heads read (levels = pooled GIN levels, the default)")
+    p.add_argument("--head-hidden", dest="head_hidden", type=int,
+                   help="property task: hidden units of the heads (0 = linear, logistic regression; default)")
     p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
     p.add_argument("--resume", help="Lightning checkpoint to resume from (your own run's OUT/lightning/last.ckpt)")
     p.add_argument("--data-dir", dest="data_dir", help="data folder (default ../shared/data or $HSANET_DATA)")

@@ -1,7 +1,13 @@
 """Property heads on MoleculeNet (BBBP, BACE, ClinTox by default) on top of a trained HSA-Net.
 
 The encoder (GIN -> HAP -> SAF) is the caption model's and stays frozen, so one checkpoint serves
-both the captions and the properties; the heads (heads.py) learn from the molecule embedding.
+both the captions and the properties; the heads (heads.py) learn from the read-out that
+``--readout`` names: ``levels`` (default: mean and max pooling of every GIN level, 3,600 numbers) or
+``embedding`` (the 64-d mean of the SAF tokens). With ``--head-hidden 0`` (default) the heads are
+linear: one L2-regularized logistic regression per task (scikit-learn), inputs standardized on the
+training part, the regularization strength chosen per task by validation ROC-AUC; the
+standardization is folded into the saved linear layer. It is a convex fit, so the seeds give the
+same heads; with ``--head-hidden N`` an MLP is trained per seed with Lightning.
 Protocol of Hu et al. (2020): the deterministic scaffold split (80/10/10), several training seeds,
 ROC-AUC on the test part averaged over tasks with both classes; the best epoch by validation ROC-AUC.
 Molecules of all datasets train one multi-task head set (labels of other datasets are missing).
@@ -27,7 +33,7 @@ from ..heads import PropertyHeads
 def embed_smiles(model: HSANet, smiles: list[str], batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Frozen molecule embeddings; returns (embeddings, ok mask) — unparsable rows get a zero row."""
     model.eval()
-    dim = model.config.proj_dim
+    dim = model.property_dim
     out = np.zeros((len(smiles), dim), dtype=np.float32)
     ok = np.zeros(len(smiles), dtype=bool)
     mols, idx = [], []
@@ -38,19 +44,60 @@ def embed_smiles(model: HSANet, smiles: list[str], batch_size: int = 128) -> tup
         except MoleculeError:
             pass
     for b in range(0, len(mols), batch_size):
-        emb = model.encode(featurize(mols[b:b + batch_size]))["embedding"].float().cpu().numpy()
+        enc = model.encode(featurize(mols[b:b + batch_size]))
+        emb = model.property_features(enc["levels"], enc["batch"].batch, enc["embedding"]).float().cpu().numpy()
         out[idx[b:b + batch_size]] = emb
     ok[idx] = True
     return out, ok
 
 
-def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, lr: float):
+LOGREG_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _fit_linear_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict):
+    """Linear heads: per task, scikit-learn's logistic regression on standardized inputs, C chosen
+    by validation ROC-AUC; the standardization is folded into the weights (w / sd, b - w . mu / sd)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mu, sd = emb_tr.mean(0), emb_tr.std(0) + 1e-6
+    z_tr, z_va = (emb_tr - mu) / sd, (emb_va - mu) / sd
+    heads = PropertyHeads(emb_tr.shape[1], tasks, hidden=0)
+    W = np.zeros((len(tasks), emb_tr.shape[1]), dtype=np.float64)
+    b = np.zeros(len(tasks), dtype=np.float64)
+    val = []
+    for j in range(len(tasks)):
+        m_tr, m_va = ~np.isnan(y_tr[:, j]), ~np.isnan(y_va[:, j])
+        y = y_tr[m_tr, j]
+        if len(np.unique(y)) < 2:              # one class only: predict its training prevalence
+            p = float(np.clip(y.mean() if y.size else 0.5, 1e-3, 1 - 1e-3))
+            b[j] = np.log(p / (1 - p))
+            continue
+        best = None
+        for C in LOGREG_C:
+            clf = LogisticRegression(C=C, max_iter=5000).fit(z_tr[m_tr], y)
+            if m_va.sum() and len(np.unique(y_va[m_va, j])) == 2:
+                score, _ = roc_auc_multitask(y_va[m_va, j][:, None], clf.predict_proba(z_va[m_va])[:, 1:])
+            else:
+                score = -C                      # no validation signal: the strongest regularization
+            if best is None or score > best[0]:
+                best = (score, clf)
+        val.append(best[0])
+        w = best[1].coef_[0] / sd
+        W[j], b[j] = w, best[1].intercept_[0] - float(w @ mu)
+    with torch.no_grad():
+        heads.mlp[0].weight.copy_(torch.tensor(W, dtype=torch.float))
+        heads.mlp[0].bias.copy_(torch.tensor(b, dtype=torch.float))
+    heads.eval()
+    return heads, float(np.mean(val)) if val else float("nan")
+
+
+def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, lr: float, hidden: int = 256):
     import lightning as L
 
     from .module import PropertyModule
 
     torch.manual_seed(seed)
-    heads = PropertyHeads(emb_tr.shape[1], tasks)
+    heads = PropertyHeads(emb_tr.shape[1], tasks, hidden=max(1, int(hidden)))
     heads.set_scaling(torch.tensor(y_tr, dtype=torch.float))
     holder = torch.nn.Module()
     holder.heads = heads
@@ -86,6 +133,9 @@ def train_property(train: dict, model_over: dict) -> dict:
         torch.set_num_threads(int(train["threads"]))
     init = train["init"] or DEFAULT_CHECKPOINT
     model = HSANet.from_pretrained(init, device="cpu")
+    model.config.property_readout = train.get("readout", "levels")
+    model.config.property_hidden = int(train.get("head_hidden", 0))
+    model.config.validate()
     names = [n.strip() for n in train["datasets"].split(",") if n.strip()]
     data_dir = train["data_dir"] or None
     tasks, parts = {}, []
@@ -119,8 +169,13 @@ def train_property(train: dict, model_over: dict) -> dict:
     seeds = list(range(int(train.get("seeds", 3))))
     per_seed, kept = [], None
     for seed in seeds:
-        heads, val = _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks, seed, epochs=int(train.get("head_epochs", 60)),
-                                lr=float(train["lr"]))
+        if model.config.property_hidden == 0:       # convex and deterministic: fitted once, same for every seed
+            if kept is None:
+                linear = _fit_linear_heads(emb_tr, y_tr, emb_va, y_va, tasks)
+            heads, val = linear
+        else:
+            heads, val = _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks, seed, epochs=int(train.get("head_epochs", 60)),
+                                    lr=float(train["lr"]), hidden=model.config.property_hidden)
         scores = {}
         with torch.no_grad():
             for name, names_t, ds, emb, ok, tr, va, te in parts:
@@ -141,7 +196,10 @@ def train_property(train: dict, model_over: dict) -> dict:
     model.heads = kept
     model.meta["properties"] = {"datasets": names, "split": f"scaffold (Hu et al. 2020), seed {train['split_seed']}",
                                 "metric": "test ROC-AUC", "seeds": seeds, "results": summary,
-                                "committed_heads": f"seed {seeds[0]}", "encoder": "frozen caption model"}
+                                "committed_heads": f"seed {seeds[0]}", "encoder": "frozen caption model",
+                                "readout": model.config.property_readout,
+                                "heads": ("linear (logistic regression, C by validation ROC-AUC)"
+                                          if model.config.property_hidden == 0 else f"MLP, {model.config.property_hidden} hidden")}
     out = Path(train["out"])
     model.save_pretrained(out)
     result = {"out": str(out), "results": summary, "wall_seconds": round(time.time() - start, 1)}
