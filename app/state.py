@@ -236,14 +236,15 @@ def variant_trace(variant: str, default: ModelKey, smiles: str, num_beams: int,
                   max_new_tokens: int | None) -> VariantResult:
     """One column of the ablation compare view (see the issue's lead's note).
 
-    * ``assets/ablations/<variant>`` exists: that checkpoint (labelled untrained when it is);
-    * ``full``: the app's model;
+    * ``assets/ablations/<variant>`` exists: that checkpoint (labelled untrained when it is); the
+      shipped ones, ``full`` included, come from one recipe (docs/RESULTS.md), so they compare fairly;
+    * ``full`` without a checkpoint: the app's model;
     * ``attn`` / ``mamba`` without a checkpoint: HAP routing forced on the full model's weights;
     * ``nosaf`` without a checkpoint: nothing (its fusion module needs its own weights).
     """
     folder = ablation_folder(variant)
     try:
-        if variant != "full" and folder.is_dir():
+        if folder.is_dir():
             key = ModelKey(str(folder), _stamp(folder))
             _, info = model_info(key)
             tr = get_trace(key, smiles, num_beams, max_new_tokens)

@@ -1,7 +1,8 @@
 """8. Ablation compare: the molecule through attn-only, mamba-only, no-SAF and full, side by side.
 
-Uses ``assets/ablations/<variant>`` when present; otherwise attn/mamba force HAP's routing on the
-full model's weights (``HSANet.analyze(routing=...)``) and no-SAF says that no checkpoint exists.
+Uses ``assets/ablations/<variant>`` when present (the shipped four, full included, share one recipe:
+docs/RESULTS.md); otherwise full is the app's model, attn/mamba force HAP's routing on its weights
+(``HSANet.analyze(routing=...)``) and no-SAF says that no checkpoint exists.
 Trace fields: ``caption``, ``hap_pattern``, ``levels[*].metrics``, ``levels[*].choice``, ``trained``.
 """
 from __future__ import annotations
