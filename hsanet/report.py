@@ -429,6 +429,19 @@ def render_markdown(res: dict, figures: dict[str, str], command: str, recipe: st
     if recipe:
         lines += [recipe, ""]
     seeds = res["seeds"]
+    lines += ["## Summary", "", "Seeds per variant: " + ", ".join(f"{VARIANT_LABELS[v]} {len(s)}" for v, s in seeds.items())
+              + ". Verdicts by Welch's t-test over seeds (p < 0.05); with few seeds only large effects can show.", ""]
+    for group, what in (("table3", "Table 3, caption-score differences between variants"),
+                        ("fig2", "Fig. 2, dispersion of cross-attention vs Graph-Mamba outputs with depth"),
+                        ("fig5", "Fig. 5, HAP's Mamba share rising with depth"),
+                        ("fig6", "Fig. 6, gains concentrated on large molecules")):
+        verdicts = [c["verdict"] for c in res["claims"] if c["group"] == group]
+        if verdicts:
+            n_hold = sum(v == "holds" for v in verdicts)
+            n_not = sum(v == "does not hold" for v in verdicts)
+            lines.append(f"- {what}: {n_hold} of {len(verdicts)} comparisons hold, {n_not} do not hold, "
+                         f"{len(verdicts) - n_hold - n_not} cannot be told apart from seed noise.")
+    lines += [""]
     lines += ["## 1. Captions (ChEBI-20 test, MolT5 protocol), mean ± std over seeds", "",
               "| variant | seeds | BLEU-2 | BLEU-4 | ROUGE-1 | ROUGE-2 | ROUGE-L | METEOR | paper BLEU-4 / METEOR |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -464,8 +477,11 @@ def render_markdown(res: dict, figures: dict[str, str], command: str, recipe: st
         lines.append("")
 
     lines += ["## 2. Dispersion of the projectors' outputs per level (paper Fig. 2)", "",
-              "MAD (mean cosine distance) and effective rank of the test molecules' pooled projector outputs, "
-              "per GNN level, mean over seeds.", ""]
+              "MAD (mean cosine distance between molecules, on the raw vectors as in Chen et al. 2020) and "
+              "effective rank (of the centred matrix) of the test molecules' projector outputs averaged over "
+              "each molecule's query tokens, per GNN level, mean over seeds. A projector a variant never "
+              "trains is left out (attn only has an untrained E_Mamba); in the full model a projector that "
+              "HAP never picks at a level (see section 3) is untrained there.", ""]
     disp = res.get("dispersion", {})
     if disp:
         L = len(next(iter(disp.values()))["mad"][0])

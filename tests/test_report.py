@@ -78,7 +78,7 @@ def test_report_from_runs_folder(tmp_path, monkeypatch):
     out = tmp_path / "docs" / "RESULTS.md"
     res = report.build_report(tmp_path / "runs", out, baseline=baseline, figures=False)
     text = out.read_text()
-    for heading in ("## 1. Captions", "## 2. Dispersion", "## 3. HAP", "## 4. BLEU-4 by molecule size", "## 5. SAF"):
+    for heading in ("## Summary", "## 1. Captions", "## 2. Dispersion", "## 3. HAP", "## 4. BLEU-4 by molecule size", "## 5. SAF"):
         assert heading in text
     assert res["seeds"] == {"attn": [0, 1, 2], "full": [0, 1, 2]}
     full_vs_attn = [c for c in res["claims"] if c["claim"].startswith("Table 3: full vs attn-only, BLEU4")]
