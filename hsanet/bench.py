@@ -9,8 +9,8 @@ after warm-up runs, in this one process, on the CPU unless a section says otherw
   atoms (paracetamol, losartan, vincristine), and a caption of exactly 64 tokens, greedy, with and
   without the KV cache (EOS is suppressed with ``min_new_tokens`` so the length is fixed);
 * ``embed``    embedding throughput (no caption) at batch 1, 32 and 256 on drug-like ChEBI-20
-  molecules (10-50 heavy atoms): ``encode`` on featurized batches (the headline
-  ``embed_per_s_b256``) and end to end from SMILES (RDKit parse + featurize + encode);
+  molecules (10-50 heavy atoms): ``HSANet.embed`` on featurized batches (the headline
+  ``embed_per_s_b256``) and end to end from SMILES (RDKit parse + featurize + embed);
 * ``scaling``  E_Attn and E_Mamba time per molecule on synthetic chains of 25..400 atoms (alkanes,
   real GIN level states), and the scans of hsanet.projectors.scan against the step-by-step recurrence;
 * ``train``    caption-training throughput (molecules / s) of the model's config: AdamW steps of
@@ -370,24 +370,24 @@ def bench_embed(model, rep: Report, runs: int, warmup: int, quick: bool, data_di
         def end_to_end():
             smi = next(it)
             with torch.no_grad(), ctx():
-                model.encode(featurize([parse(s, model.config.max_atoms) for s in smi]))["embedding"]
+                model.embed(featurize([parse(s, model.config.max_atoms) for s in smi]))
 
         per = _timeit(end_to_end, n_runs, warmup, sync)
         graph = featurize([parse(s, model.config.max_atoms) for s in batches_smi[0]])
 
         def model_only():
             with torch.no_grad(), ctx():
-                model.encode(graph)["embedding"]
+                model.embed(graph)
 
         per_m = _timeit(model_only, n_runs, warmup, sync)
         key = "embed_per_s_b256" if b == 256 else None
         rate_m = b / _stats(per_m)[0]
         target, met = _met(key, rate_m) if key else ("", None)
-        rep.rows.append(Row(section, f"embedding (encode), batch {b}", rate_m, b / _stats(per_m)[1], "mol/s",
+        rep.rows.append(Row(section, f"embedding (embed), batch {b}", rate_m, b / _stats(per_m)[1], "mol/s",
                             len(per_m), target, met, "featurized batch; p90 column = rate at the p90 time"))
         rate = b / _stats(per)[0]
         rep.rows.append(Row(section, f"SMILES -> embedding, batch {b}", rate, b / _stats(per)[1], "mol/s",
-                            len(per), note="parse + featurize + encode"))
+                            len(per), note="parse + featurize + embed"))
         out[f"b{b}"] = {"mol_per_s": rate_m, "e2e_mol_per_s": rate, "batch_ms": _stats(per_m)[0] * 1000.0,
                         "e2e_batch_ms": _stats(per)[0] * 1000.0}
     return out

@@ -34,6 +34,9 @@ class Serialization:
 
 
 def serialize_batch(batch, random_ties: bool = False, generator: torch.Generator | None = None) -> Serialization:
+    """The scan order of every molecule of a PyG batch (``projectors.mamba.serialize``), left-padded."""
+    if not random_ties:
+        return _serialize_batch_sorted(batch)
     ptr = batch.ptr.tolist()
     sizes = [ptr[i + 1] - ptr[i] for i in range(len(ptr) - 1)]
     lmax = max(sizes)
@@ -57,6 +60,37 @@ def serialize_batch(batch, random_ties: bool = False, generator: torch.Generator
         dist[g, pad:] = steps
         mask[g, pad:] = True
         orders.append(order.tolist())
+    return Serialization(index.to(device), dist.to(device), mask.to(device), orders)
+
+
+def _serialize_batch_sorted(batch) -> Serialization:
+    """``serialize_batch`` with ties broken by atom index, for the whole batch at once: one sort of
+    all atoms by (molecule, fragment, degree, index) instead of one sort per molecule."""
+    device = batch.x.device
+    ptr = batch.ptr.cpu()
+    sizes = ptr[1:] - ptr[:-1]
+    graph = batch.batch.cpu()
+    n_total, b, lmax = graph.numel(), sizes.numel(), int(sizes.max())
+    local = torch.arange(n_total) - ptr[graph]
+    frag, degree = batch.frag.cpu(), batch.degree.cpu()
+    key = graph
+    for part, size in ((frag, int(frag.max()) + 1), (degree, int(degree.max()) + 1), (local, lmax)):
+        key = key * size + part
+    perm = torch.argsort(key)                          # molecule-major, so each molecule is contiguous
+    g = graph[perm]
+    col = lmax - sizes[g] + torch.arange(n_total) - ptr[g]
+    index = torch.zeros(b, lmax, dtype=torch.long)
+    dist = torch.ones(b, lmax)
+    mask = torch.zeros(b, lmax, dtype=torch.bool)
+    index[g, col] = perm
+    mask[g, col] = True
+    # bond-path distance from each atom to the one before it in its molecule's order
+    offsets = torch.cumsum(sizes * sizes, 0) - sizes * sizes
+    later = torch.nonzero(g[1:] == g[:-1]).squeeze(1) + 1           # positions with a predecessor
+    gl = g[later]
+    flat = offsets[gl] + local[perm[later - 1]] * sizes[gl] + local[perm[later]]
+    dist[gl, col[later]] = batch.dist.cpu()[flat]
+    orders = [o.tolist() for o in torch.split(local[perm], sizes.tolist())]
     return Serialization(index.to(device), dist.to(device), mask.to(device), orders)
 
 
@@ -88,18 +122,19 @@ class HAP(nn.Module):
         """``variant`` overrides the configured routing for this call only (no state is changed)."""
         variant = variant or self.variant
         tokens, probs, weights, attn_out, mamba_out = [], [], [], [], []
+        one_expert = not keep_experts and not self.training
         for l, h in enumerate(levels):
-            dense, mask = to_dense_batch(h, batch_vec)
-            seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
             logits = self.gates[l](scatter(h, batch_vec, dim=0, reduce="mean"))
             w = self.route(logits, variant)
-            if variant == "full" and not keep_experts and not self.training:
-                tokens.append(self._chosen_expert_only(l, w, dense, mask, seq, ser))
-                probs.append(logits.softmax(-1))
-                weights.append(w)
+            probs.append(logits.softmax(-1))
+            weights.append(w)
+            if one_expert:
+                tokens.append(self._chosen_expert_only(l, w, h, ser))
                 attn_out.append(None)
                 mamba_out.append(None)
                 continue
+            dense, mask = to_dense_batch(h, batch_vec)
+            seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
             za = self.attn[l](dense, mask) if (variant != "mamba" or keep_experts) else None
             zm = self.mamba[l](seq, ser.dist, ser.mask) if (variant != "attn" or keep_experts) else None
             if za is None:
@@ -109,8 +144,6 @@ class HAP(nn.Module):
             else:
                 z = za * w[:, 0, None, None] + zm * w[:, 1, None, None]
             tokens.append(z)
-            probs.append(logits.softmax(-1))
-            weights.append(w)
             attn_out.append(za)
             mamba_out.append(zm)
         return {
@@ -121,7 +154,7 @@ class HAP(nn.Module):
             "mamba_tokens": mamba_out,
         }
 
-    def _chosen_expert_only(self, l: int, w: torch.Tensor, dense, mask, seq, ser: Serialization) -> torch.Tensor:
+    def _chosen_expert_only(self, l: int, w: torch.Tensor, h: torch.Tensor, ser: Serialization) -> torch.Tensor:
         """Eq. 3 at inference with each molecule running only the expert its gate chose.
 
         The same tokens as computing both experts and weighting them by the one-hot ``w`` (the other
@@ -129,23 +162,25 @@ class HAP(nn.Module):
         expert outputs are not kept (``encode``: embeddings, captions); the trace keeps both.
         """
         use_mamba = w[:, 1] > 0
-        if not bool(use_mamba.any()):
-            return self.attn[l](dense, mask) * w[:, 0, None, None]
-        im = use_mamba.nonzero().squeeze(1)
-        zm = self._mamba_by_length(l, im, seq, ser) * w[im, 1, None, None]
-        if bool(use_mamba.all()):
-            return zm
-        ia = (~use_mamba).nonzero().squeeze(1)
-        za = self.attn[l](dense[ia], mask[ia]) * w[ia, 0, None, None]
-        z = za.new_empty(w.shape[0], *za.shape[1:])
-        z[ia] = za
-        z[im] = zm.to(z.dtype)
+        z = None
+        for j, expert in ((1, self.mamba[l]), (0, self.attn[l])):
+            rows = (use_mamba if j else ~use_mamba).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            zj = self._by_length(expert, rows, h, ser) * w[rows, j, None, None]
+            if z is None:
+                z = zj.new_empty(w.shape[0], *zj.shape[1:])
+            z[rows] = zj.to(z.dtype)
         return z
 
-    def _mamba_by_length(self, l: int, rows: torch.Tensor, seq, ser: Serialization, group: int = 32) -> torch.Tensor:
-        """E_Mamba on the molecules ``rows``, in groups of similar length, each group cut to its longest
-        member: a batch is left-padded to its longest molecule, and the padding costs as much as atoms.
-        Exact: padded steps leave the state untouched (a molecule's tokens do not depend on its batch)."""
+    @staticmethod
+    def _by_length(expert: nn.Module, rows: torch.Tensor, h: torch.Tensor, ser: Serialization,
+                   group: int = 32) -> torch.Tensor:
+        """An expert on the molecules ``rows``, in groups of similar length, each group cut to its
+        longest member and gathered straight from the node states in scan order: a batch is
+        left-padded to its longest molecule, and the padding costs as much as atoms. Exact: padded
+        steps are masked (E_Attn's key padding mask; E_Mamba's Delta = 0 leaves the state untouched),
+        so their content is irrelevant, and E_Attn does not depend on the order of the atoms."""
         lengths = ser.mask[rows].sum(1)
         order = torch.argsort(lengths, descending=True, stable=True)
         width = ser.mask.shape[1]
@@ -154,7 +189,12 @@ class HAP(nn.Module):
             pos = order[s:s + group]
             sel = rows[pos]
             start = width - int(lengths[pos[0]])
-            z = self.mamba[l](seq[sel, start:], ser.dist[sel, start:], ser.mask[sel, start:])
+            index, mask = ser.index[sel, start:], ser.mask[sel, start:]
+            nodes = h.index_select(0, index.reshape(-1)).view(*index.shape, h.shape[1])
+            if isinstance(expert, GraphMambaProjector):
+                z = expert(nodes, ser.dist[sel, start:], mask)
+            else:
+                z = expert(nodes, mask)
             if out is None:
                 out = z.new_empty(len(rows), *z.shape[1:])
             out[pos] = z

@@ -1,0 +1,160 @@
+"""The inference fast paths give what the plain computation gives (docs/BENCHMARKS.md, fixes 3-8).
+
+Each fast path is checked against a plain reference written out here: the GIN with folded batch
+norms and Weisfeiler-Lehman deduplication against the layer-by-layer PyG computation, the batched
+serialization against one sort per molecule, HAP's one-expert path against running both experts,
+``embed`` against ``encode`` and ``slice_batch`` against featurizing the sub-list.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hsanet.encoder as encoder_module
+from hsanet import HSANet
+from hsanet.chem import featurize, parse, slice_batch
+from hsanet.encoder import GINEncoder, wl_colours
+from hsanet.hap import _serialize_batch_sorted, serialize_batch
+from hsanet.projectors.mamba import serialize
+
+from conftest import MOLECULES, small_config
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+MORE = MOLECULES + ["c1ccc(cc1)C(=O)Nc1ccc(O)cc1", "OC[C@H]1OC(O)[C@H](O)[C@@H](O)[C@@H]1O",
+                    "CC(C)Cc1ccc(cc1)[C@@H](C)C(=O)O", "[Cl-].[Cl-].[Ca+2]", "N#N", "O=C=O"]
+
+
+def _batch(smiles=MORE):
+    return featurize([parse(s) for s in smiles])
+
+
+@pytest.fixture(scope="module")
+def gin():
+    """A GIN with non-trivial batch-norm statistics and eps, in eval mode."""
+    torch.manual_seed(1)
+    enc = GINEncoder(num_layers=3, hidden=24)
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    for conv in enc.convs:
+        conv.eps.data.fill_(0.3)
+    return enc.eval()
+
+
+def _plain_gin(enc, x, edge_index, edge_attr):
+    """Hu et al.'s GIN layer by layer with PyG's GINEConv and per-column embeddings (eval mode)."""
+    h = sum(emb(x[:, i]) for i, emb in enumerate(enc.atom_encoder.embeddings))
+    levels = [h]
+    for i, (conv, norm, bond_enc) in enumerate(zip(enc.convs, enc.norms, enc.bond_encoders)):
+        e = sum(emb(edge_attr[:, j]) for j, emb in enumerate(bond_enc.embeddings))
+        h = norm(conv(h, edge_index, e))
+        if i < len(enc.convs) - 1:
+            h = torch.relu(h)
+        levels.append(h)
+    return levels
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_gin_fast_path_equals_plain_layers(gin, monkeypatch, dedup):
+    monkeypatch.setattr(encoder_module, "DEDUP_MIN_NODES", 0 if dedup else 10 ** 9)
+    b = _batch()
+    with torch.no_grad():
+        fast = gin(b.x, b.edge_index, b.edge_attr)
+        plain = _plain_gin(gin, b.x, b.edge_index, b.edge_attr)
+    assert len(fast) == len(plain) == 4
+    for f, p in zip(fast, plain):
+        torch.testing.assert_close(f, p, **TOL)
+
+
+def test_wl_colours_separate_environments_and_merge_symmetric_atoms():
+    b = _batch(["c1ccccc1", "OCC"])                       # atoms 0-5 benzene, 6 O, 7 C(H2), 8 C(H3)
+    colours, atom_rows, _, _ = wl_colours(b.x, b.edge_index, b.edge_attr, rounds=2)
+    assert len(colours) == 3 and atom_rows.shape[1] == b.x.shape[1]
+    for c in colours:
+        assert len(set(c[:6].tolist())) == 1              # the six benzene carbons stay alike
+    # round 0: the two sp3 carbons have different H counts already; O differs from both
+    assert len(set(colours[0][6:].tolist())) == 3
+    # equal colour implies equal features in round 0, and refinement only ever splits
+    for a, c in zip(colours, colours[1:]):
+        for i in range(len(c)):
+            for j in range(len(c)):
+                if c[i] == c[j]:
+                    assert a[i] == a[j]
+
+
+def test_wl_colours_molecule_without_bonds():
+    b = _batch(["C", "[Na+].[Cl-]"])
+    colours, _, _, _ = wl_colours(b.x, b.edge_index, b.edge_attr, rounds=3)
+    assert len(colours) == 4 and all(torch.equal(c, colours[0]) for c in colours)
+
+
+def test_batched_serialization_equals_one_sort_per_molecule():
+    b = _batch()
+    ser = _serialize_batch_sorted(b)
+    assert ser.index.shape == ser.dist.shape == ser.mask.shape
+    ptr = b.ptr.tolist()
+    off = 0
+    for g in range(len(ptr) - 1):
+        lo, n = ptr[g], ptr[g + 1] - ptr[g]
+        order = serialize(b.frag[lo:lo + n], b.degree[lo:lo + n])
+        d = b.dist[off:off + n * n].view(n, n)
+        off += n * n
+        steps = torch.ones(n)
+        steps[1:] = d[order[:-1], order[1:]]
+        assert ser.orders[g] == order.tolist()
+        assert ser.mask[g].sum() == n and bool(ser.mask[g, -n:].all())
+        assert torch.equal(ser.index[g, -n:], order + lo)
+        assert torch.equal(ser.dist[g, -n:], steps)
+    # the public entry point takes this path whenever ties are not random
+    assert serialize_batch(b).orders == ser.orders
+
+
+@pytest.mark.parametrize("variant", ["full", "attn", "mamba"])
+def test_one_expert_hap_equals_both_experts(tokenizer, variant):
+    torch.manual_seed(3)
+    model = HSANet(small_config(), tokenizer).eval()
+    for gate in model.hap.gates:                          # route the molecules both ways
+        torch.nn.init.normal_(gate.weight, std=1.0)
+    b = _batch()
+    with torch.no_grad():
+        levels = model.encoder(b.x, b.edge_index, b.edge_attr)
+        ser = serialize_batch(b)
+        fast = model.hap(levels, b.batch, ser, variant=variant)
+        both = model.hap(levels, b.batch, ser, variant=variant, keep_experts=True)
+    assert torch.equal(fast["choice"], both["choice"])
+    if variant == "full":
+        assert 0 < float(fast["choice"].float().mean()) < 1
+    for f, p in zip(fast["tokens"], both["tokens"]):
+        torch.testing.assert_close(f, p, **TOL)
+
+
+def test_embed_in_threads_equals_encode(small_model):
+    smiles = (MORE * 6)[:70]                              # 70 molecules: cut into 2 parts of 35
+    b = _batch(smiles)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        emb = small_model.embed(b)
+        assert torch.get_num_threads() == 2                # the setting is restored
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        ref = small_model.encode(b)["embedding"]
+    assert emb.shape == ref.shape and not emb.requires_grad
+    torch.testing.assert_close(emb, ref, **TOL)
+
+
+def test_slice_batch_equals_featurizing_the_part():
+    b = _batch()
+    part = slice_batch(b, 3, 9)
+    ref = _batch(MORE[3:9])
+    assert part.num_graphs == 6
+    for key in ("x", "edge_index", "edge_attr", "frag", "degree", "num_frags", "dist", "batch", "ptr"):
+        assert torch.equal(part[key], ref[key]), key
+    with pytest.raises(ValueError, match="slice"):
+        slice_batch(b, 5, 5)
+    with pytest.raises(ValueError, match="slice"):
+        slice_batch(b, 0, len(MORE) + 1)
