@@ -116,7 +116,9 @@ def _load(key: ModelKey):
     import torch
 
     from hsanet import HSANet
+    from hsanet.runtime import tune_allocator
 
+    tune_allocator()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if key.folder is None:
         return HSANet().eval().to(device), None

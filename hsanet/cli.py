@@ -148,6 +148,9 @@ def _registrars():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .runtime import tune_allocator
+
+    tune_allocator()
     from .chem import MoleculeError
     from .config import ConfigError
     from .model import CheckpointError

@@ -1,0 +1,51 @@
+"""hsanet.runtime.tune_allocator: glibc's allocator keeps freed memory (fewer page faults)."""
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import resource, sys, torch
+from hsanet.runtime import tune_allocator
+ok = tune_allocator() if sys.argv[1] == "on" else False
+
+def step():                          # six 8 MB temporaries alive at once, then all freed
+    xs = [torch.ones(2_000_000) for _ in range(6)]
+    return sum(float(x[0]) for x in xs)
+
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str, env_off: bool = False) -> tuple[str, int]:
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if env_off:
+        env["HSANET_MALLOC_TUNING"] = "0"
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_tuned_allocator_keeps_freed_memory():
+    ok, tuned = _faults("on")
+    assert ok == "True"
+    # 20 rounds of six 8 MB temporaries: once mapped, the memory stays mapped (with glibc's defaults
+    # this pattern re-faulted about 12,000 pages a round in a fresh process here; how much depends on
+    # the process's history, so only the tuned side is asserted)
+    assert tuned < 1_000
+
+
+def test_tuning_can_be_switched_off():
+    ok, _ = _faults("on", env_off=True)
+    assert ok == "False"
