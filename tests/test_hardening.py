@@ -15,12 +15,14 @@ first script run imports the whole app, about a minute here).
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
 import os
 import shutil
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -575,6 +577,17 @@ def test_eight_app_sessions_at_once(tiny_checkpoint, small_model, monkeypatch, t
     # most give a non-empty (untrained, nonsense) caption with the small model; two give an empty one
     smiles = [ASPIRIN, "C[N+](C)(C)C", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C", "C[C@H](N)C(=O)O", "OC(=O)CCC(=O)O",
               "FC(F)(F)c1ccccc1", "CCO", "c1ccncc1"]
+    # AppTest compiles the script on every run with a fresh ScriptCache (the server shares one, behind a
+    # lock), and ast.parse on CPython 3.11 is not thread-safe: concurrent parses can fail with
+    # "AST constructor recursion depth mismatch". Serialize parsing, as the server's cache does.
+    parse_lock = threading.RLock()
+    real_parse = ast.parse
+
+    def locked_parse(*args, **kwargs):
+        with parse_lock:
+            return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", locked_parse)
     sessions = [AppTest.from_file(str(APP), default_timeout=240) for _ in smiles]
     for at in sessions:
         at.run()
