@@ -3,6 +3,10 @@
 The page is thin: configuration, the sidebar (model, teaching mode, decoding, jump-to links), then
 one function per view in app/views/, top to bottom. Everything shown comes from the
 :class:`hsanet.trace.Trace` that ``HSANet.analyze`` returns (see app/state.py for the caching).
+
+A molecule is analyzed in two passes: first without the caption (tens of milliseconds), so every
+structural view shows at once, then with it (about a second of greedy decoding on a CPU); the caption
+section fills in when the second pass is done, and the views after the map use its trace.
 """
 from __future__ import annotations
 
@@ -56,7 +60,8 @@ def sidebar(info: state.ModelInfo) -> Page:
 
 
 def analyze(page: Page, text: str, messages) -> None:
-    """Canonicalize, then run (or fetch from the cache) the analysis; problems are shown in place."""
+    """Canonicalize, then run (or fetch from the cache) the analysis without the caption; problems are
+    shown in place."""
     if not text or not text.strip():
         messages.info("Draw a molecule, type a SMILES or pick an example.")
         return
@@ -69,7 +74,8 @@ def analyze(page: Page, text: str, messages) -> None:
     if mol.smiles != text.strip():
         messages.caption(f"Canonical SMILES: `{mol.smiles}`")
     try:
-        page.trace = state.get_trace(page.info.key, mol.smiles, page.num_beams, page.max_new_tokens)
+        page.trace = state.get_trace(page.info.key, mol.smiles, page.num_beams, page.max_new_tokens,
+                                     caption=False)
     except MoleculeError as exc:
         messages.error(f"**Not a molecule HSA-Net can analyze:** {exc}", icon=":material/error:")
     except state.BudgetExceeded as exc:
@@ -77,6 +83,21 @@ def analyze(page: Page, text: str, messages) -> None:
         messages.button("Check again", key="budget_retry")
     except Exception as exc:   # keep the app running whatever happens in the model
         messages.error(f"HSA-Net failed on this molecule ({type(exc).__name__}: {exc}).", icon=":material/error:")
+
+
+def add_caption(page: Page, messages) -> None:
+    """The second pass: the same analysis with the caption (cached on its own); on failure the page
+    keeps the first pass's trace and says why there is no caption."""
+    if page.trace is None or not page.info.has_decoder:
+        return
+    try:
+        page.trace = state.get_trace(page.info.key, page.trace.smiles, page.num_beams, page.max_new_tokens)
+    except state.BudgetExceeded as exc:
+        messages.warning(str(exc), icon=":material/timer:")
+        messages.button("Check again", key="caption_budget_retry")
+    except Exception as exc:   # keep the app running whatever happens in the decoder
+        messages.error(f"HSA-Net could not write a caption ({type(exc).__name__}: {exc}).",
+                       icon=":material/error:")
 
 
 def main() -> None:
@@ -90,7 +111,20 @@ def main() -> None:
         st.warning(info.notice, icon=":material/warning:")
     text, messages = input_view.render(page, model)
     analyze(page, text, messages)
-    for view in (molecule, caption, oversmoothing, routing, saf, embedding, ablation, runtime, export):
+    molecule.render(page)
+    caption_box = st.container()            # filled after the structural views, once the caption is written
+    with caption_box:
+        caption.header()
+        pending = st.empty()
+        if page.trace is not None and info.has_decoder:
+            pending.caption(":hourglass_flowing_sand: Writing the caption…")
+    for view in (oversmoothing, routing, saf, embedding):
+        view.render(page)
+    with caption_box:
+        add_caption(page, st.container())
+        pending.empty()
+        caption.body(page)
+    for view in (ablation, runtime, export):
         view.render(page)
 
 

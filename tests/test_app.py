@@ -314,6 +314,29 @@ def test_missing_default_runs_untrained(env, monkeypatch, tmp_path):
     assert at.get("image")
 
 
+def test_caption_failure_leaves_the_structural_views(env, monkeypatch):
+    """The page is analyzed twice, first without the caption: when the caption pass fails, the error
+    shows in the caption section and every other view still renders from the first pass."""
+    real = HSANet.analyze
+
+    def analyze(self, inputs, caption=True, **kwargs):
+        if caption:
+            raise RuntimeError("decoder exploded")
+        return real(self, inputs, caption=False, **kwargs)
+
+    monkeypatch.setattr(HSANet, "analyze", analyze)
+    at = _app("CC(=O)Oc1ccccc1C(=O)O.CCCCN")
+    assert not at.exception
+    text = _texts(at)
+    assert any("could not write a caption" in e.value and "decoder exploded" in e.value for e in at.error)
+    assert "No caption for this molecule in this run" in text
+    assert "heavy atoms" in text and "Generated caption" in text
+    props = [df.value for df in at.dataframe if "task" in df.value.columns]
+    assert props and set(props[0]["task"]) == set(PROPERTY_TASKS)
+    _figure(at, "Gate per level")
+    _figure(at, "Time per stage")
+
+
 def test_time_budget_exceeded_message(env, monkeypatch):
     monkeypatch.setenv("HSANET_TIME_BUDGET_S", "0.001")
     at = _app("CCCCCCCCCCCCCCCCCCCCO")

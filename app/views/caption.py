@@ -14,7 +14,16 @@ from app.views.common import Page, needs_trace, section
 
 
 def render(page: Page) -> None:
+    header()
+    body(page)
+
+
+def header() -> None:
     section("caption")
+
+
+def body(page: Page) -> None:
+    """The view below its header (app/main.py writes the header first and this once the caption is done)."""
     if not needs_trace(page):
         return
     tr = page.trace
@@ -22,7 +31,9 @@ def render(page: Page) -> None:
     with left:
         st.markdown(f"**Generated caption** ({page.decoding}"
                     f"{'' if tr.trained else ', untrained model'})")
-        if tr.caption is None:
+        if tr.caption is None and page.info.has_decoder:
+            st.info("No caption for this molecule in this run (the message above says why).")
+        elif tr.caption is None:
             st.info("This model has no caption decoder (no tokenizer in the checkpoint), so there is no caption.")
         elif not tr.caption.strip():
             st.info("The decoder produced an empty caption.")
