@@ -18,7 +18,9 @@ WL refinement) have the same state at every level. The colours come from integer
 atom and bond features (``wl_colours``); each layer runs its message sum and MLP on one representative
 atom per colour and the per-atom levels are gathered from those rows. On 256 drug-like molecules
 (6,361 atoms) the layers see 20 / 50 / 68 / 77 / 81 % of the atoms, so 41 % of the GIN's
-multiply-adds are skipped; the outputs are the same up to the order of float32 additions.
+multiply-adds are skipped; the outputs are the same up to the order of float32 additions. Their
+MLPs run in blocks of 256 rows (``_mlp_rows``), which keeps the (rows, 600) intermediate in cache:
+batch-256 embedding 470 -> 508 mol/s, alternating in one process, bit-identical.
 """
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ class GINEncoder(nn.Module):
             out = torch.zeros(n_new, h.shape[1], dtype=msg.dtype, device=h.device)
             out.index_add_(0, new[dst[keep]], msg)
             out.add_(h.index_select(0, old[rep]), alpha=1.0 + float(conv.eps.detach()))
-            h = F.linear(F.linear(out, w1, b1).relu_(), w2, b2)
+            h = _mlp_rows(out, w1, b1, w2, b2)
             if i < last:
                 h = h.relu_()
             levels.append(h.index_select(0, new))
@@ -132,6 +134,21 @@ class GINEncoder(nn.Module):
 
 
 DEDUP_MIN_NODES = 512   # below this the colour refinement costs about what it saves
+MLP_BLOCK_ROWS = 256    # rows per block of the inference MLP (0: one block)
+
+
+def _mlp_rows(u: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """``W2 ReLU(W1 u + b1) + b2`` in blocks of :data:`MLP_BLOCK_ROWS` rows, so that each block's
+    (rows, 2 hidden) intermediate stays in the CPU cache between the two products. Rows are
+    independent, so the result is the same as one block. MKL's single-thread sgemm of a
+    (2,686 x 600) by (600 x 300) product ran 23-25 ms in one piece and 15-19 ms in 256-row blocks."""
+    rows = MLP_BLOCK_ROWS
+    if rows <= 0 or u.shape[0] <= rows or u.is_cuda:
+        return F.linear(F.linear(u, w1, b1).relu_(), w2, b2)
+    out = u.new_empty(u.shape[0], w2.shape[0])
+    for s in range(0, u.shape[0], rows):
+        torch.addmm(b2, F.linear(u[s:s + rows], w1, b1).relu_(), w2.t(), out=out[s:s + rows])
+    return out
 
 
 def wl_colours(x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,

@@ -57,9 +57,12 @@ def _plain_gin(enc, x, edge_index, edge_attr):
     return levels
 
 
-@pytest.mark.parametrize("dedup", [False, True])
-def test_gin_fast_path_equals_plain_layers(gin, monkeypatch, dedup):
+@pytest.mark.parametrize("dedup, block_rows", [(False, 256), (True, 0), (True, 7)])
+def test_gin_fast_path_equals_plain_layers(gin, monkeypatch, dedup, block_rows):
+    """Folded batch norms, WL-deduplicated layers and the row-blocked MLP (7 rows: several blocks
+    and a ragged last one) all give the plain layers' states."""
     monkeypatch.setattr(encoder_module, "DEDUP_MIN_NODES", 0 if dedup else 10 ** 9)
+    monkeypatch.setattr(encoder_module, "MLP_BLOCK_ROWS", block_rows)
     b = _batch()
     with torch.no_grad():
         fast = gin(b.x, b.edge_index, b.edge_attr)
