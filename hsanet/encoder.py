@@ -143,7 +143,7 @@ def _mlp_rows(u: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Ten
     independent, so the result is the same as one block. MKL's single-thread sgemm of a
     (2,686 x 600) by (600 x 300) product ran 23-25 ms in one piece and 15-19 ms in 256-row blocks."""
     rows = MLP_BLOCK_ROWS
-    if rows <= 0 or u.shape[0] <= rows or u.is_cuda:
+    if rows <= 0 or u.shape[0] <= rows or u.is_cuda or torch.is_autocast_enabled("cpu"):   # out= skips autocast
         return F.linear(F.linear(u, w1, b1).relu_(), w2, b2)
     out = u.new_empty(u.shape[0], w2.shape[0])
     for s in range(0, u.shape[0], rows):

@@ -72,6 +72,20 @@ def test_gin_fast_path_equals_plain_layers(gin, monkeypatch, dedup, block_rows):
         torch.testing.assert_close(f, p, **TOL)
 
 
+def test_gin_fast_path_under_cpu_autocast(gin, monkeypatch):
+    """bf16 autocast (the bench's GPU section dry run on the CPU): the row-blocked MLP falls back to
+    one block, since ``torch.addmm(out=...)`` is not autocast."""
+    monkeypatch.setattr(encoder_module, "DEDUP_MIN_NODES", 0)
+    monkeypatch.setattr(encoder_module, "MLP_BLOCK_ROWS", 7)
+    b = _batch()
+    with torch.no_grad():
+        plain = gin(b.x, b.edge_index, b.edge_attr)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = gin(b.x, b.edge_index, b.edge_attr)
+    for f, p in zip(fast, plain):
+        torch.testing.assert_close(f.float(), p, rtol=0.1, atol=0.1)
+
+
 def test_wl_colours_separate_environments_and_merge_symmetric_atoms():
     b = _batch(["c1ccccc1", "OCC"])                       # atoms 0-5 benzene, 6 O, 7 C(H2), 8 C(H3)
     colours, atom_rows, _, _ = wl_colours(b.x, b.edge_index, b.edge_attr, rounds=2)
