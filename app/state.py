@@ -112,7 +112,8 @@ def default_key() -> tuple[ModelKey, str | None]:
 @st.cache_resource(show_spinner="Loading HSA-Net (once per server process)…", max_entries=8)
 def _load(key: ModelKey):
     """(model, error message or None). A folder that cannot be loaded falls back to an untrained
-    model so that the app keeps running; the error is shown."""
+    model so that the app keeps running; the error is shown. The caption decoder is built on the
+    first caption (``defer_decoder``), so the first page does not wait for ``transformers``."""
     import torch
 
     from hsanet import HSANet
@@ -123,7 +124,7 @@ def _load(key: ModelKey):
     if key.folder is None:
         return HSANet().eval().to(device), None
     try:
-        return HSANet.from_pretrained(key.folder, device=device), None
+        return HSANet.from_pretrained(key.folder, device=device, defer_decoder=True), None
     except Exception as exc:   # CheckpointError, ConfigError, OSError, safetensors errors
         msg = (f"Could not load the checkpoint `{key.folder}`: {exc}. Running an **untrained** HSA-Net "
                "instead; its outputs are not meaningful.")
@@ -147,7 +148,7 @@ def model_info(key: ModelKey, notice: str | None = None):
     info = ModelInfo(key=key, label=label, trained=trained, notice=error or notice, meta=dict(model.meta),
                      variant=cfg.variant, device=device, num_levels=cfg.num_levels,
                      num_experts=cfg.num_experts if cfg.variant != "nosaf" else 0, max_atoms=cfg.max_atoms,
-                     max_caption_tokens=cfg.max_caption_tokens, has_decoder=model.decoder is not None,
+                     max_caption_tokens=cfg.max_caption_tokens, has_decoder=model.has_decoder,
                      property_tasks=dict(cfg.property_tasks))
     if notice is None and error is None and not trained:
         info.notice = (f"The checkpoint `{label}` is marked **untrained** (metadata.json has no "

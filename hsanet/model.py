@@ -6,10 +6,13 @@
 
 ``HSANet.analyze`` runs it on molecules and returns a :class:`~hsanet.trace.Trace` with everything the
 app shows; ``save_pretrained`` / ``from_pretrained`` store a checkpoint as safetensors + JSON.
+``from_pretrained(defer_decoder=True)`` leaves the caption decoder (and the import of ``transformers``,
+about 2 s) until the first caption: the app's first, structural pass needs no decoder.
 """
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +36,7 @@ from .trace import LevelTrace, Neighbour, SAFToken, Trace
 
 EMBED_MIN_PER_THREAD = 32   # molecules per thread below which ``embed`` does not split a batch
 _EMBED_POOLS: dict[int, ThreadPoolExecutor] = {}
+_DECODER_LOCK = threading.Lock()    # builds of deferred caption decoders (a module global: models deep-copy)
 
 
 def _embed_pool(workers: int) -> ThreadPoolExecutor:
@@ -51,7 +55,7 @@ class CheckpointError(ValueError):
 
 class HSANet(nn.Module):
     def __init__(self, config: HSANetConfig | None = None, tokenizer: TextTokenizer | None = None,
-                 retrieval=None) -> None:
+                 retrieval=None, build_decoder: bool = True) -> None:
         super().__init__()
         self.config = config = config or HSANetConfig()
         d = config.proj_dim
@@ -69,7 +73,9 @@ class HSANet(nn.Module):
             if config.vocab_size and config.lm_type != "local" and config.vocab_size != len(tokenizer):
                 raise ConfigError(f"config vocab_size {config.vocab_size} != tokenizer size {len(tokenizer)}")
             config.vocab_size = len(tokenizer)
-            self.decoder = CaptionDecoder(config, tokenizer)
+            if build_decoder:
+                self.decoder = CaptionDecoder(config, tokenizer)
+        self._pending_decoder: dict | None = None      # decoder weights waiting for load_decoder()
         self.heads = (PropertyHeads(self.property_dim, config.property_tasks, hidden=config.property_hidden)
                       if config.property_tasks else None)
         self.retrieval = retrieval
@@ -91,6 +97,34 @@ class HSANet(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def decoder_pending(self) -> bool:
+        """True while the caption decoder of ``from_pretrained(defer_decoder=True)`` is not built yet."""
+        return self._pending_decoder is not None
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.decoder is not None or self.decoder_pending
+
+    def load_decoder(self) -> None:
+        """Build the caption decoder that ``from_pretrained(defer_decoder=True)`` left out and load its
+        weights; nothing when there is none pending. Thread-safe; the caption methods call it."""
+        if self._pending_decoder is None:
+            return
+        with _DECODER_LOCK:
+            if self._pending_decoder is None:
+                return
+            decoder = CaptionDecoder(self.config, self.tokenizer)
+            own = decoder.state_dict()
+            state = {k: v.to(own[k].dtype) if k in own else v for k, v in self._pending_decoder.items()}
+            missing, unexpected = decoder.load_state_dict(state, strict=False)
+            missing = [m for m in missing if m != "lm.lm_head.weight"]      # tied to the input embeddings
+            if missing or unexpected:
+                raise CheckpointError(f"decoder weights do not match the config: missing {missing[:5]}, "
+                                      f"unexpected {unexpected[:5]}")
+            self.decoder = decoder.to(self.device).train(self.training)
+            self._pending_decoder = None
 
     @property
     def token_sources(self) -> list[str]:
@@ -159,6 +193,7 @@ class HSANet(nn.Module):
                 for row in hits]
 
     def caption_loss(self, batch, smiles: list[str], captions: list[str], references: list[list[str]]):
+        self.load_decoder()
         out = self.encode(batch)
         prompts = [self.decoder.prompt_ids(s, r) for s, r in zip(smiles, references)]
         targets = [self.decoder.target_ids(c) for c in captions]
@@ -171,6 +206,7 @@ class HSANet(nn.Module):
 
         Returns, per molecule, the index of the best candidate and all candidates' scores.
         """
+        self.load_decoder()
         flat_g, flat_p, flat_t, owner = [], [], [], []
         for i, cands in enumerate(candidates):
             for c in cands:
@@ -198,6 +234,7 @@ class HSANet(nn.Module):
         """
         if rerank is None:
             rerank = self.config.rerank
+        self.load_decoder()
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (no tokenizer)")
         self.eval()
@@ -275,6 +312,8 @@ class HSANet(nn.Module):
         captions, neighbours = [None] * len(mols), [[] for _ in mols]
         caption_sources = [None] * len(mols)
         t0 = time.perf_counter()
+        if caption:
+            self.load_decoder()
         if caption and self.decoder is not None:
             neighbours = self.references([m.smiles for m in mols])
             prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(mols, neighbours)]
@@ -357,7 +396,12 @@ class HSANet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, device: str | torch.device | None = None,
-                        allow_pickle: bool = False) -> "HSANet":
+                        allow_pickle: bool = False, defer_decoder: bool = False) -> "HSANet":
+        """Load a checkpoint folder (config.json, model.safetensors, tokenizer, retrieval pool, metadata).
+
+        ``defer_decoder``: keep the caption decoder's weights aside and build it on the first caption
+        (:meth:`load_decoder`); ``decoder`` is None until then and ``has_decoder`` says whether there is one.
+        """
         from .paths import DEFAULT_CHECKPOINT
 
         folder = Path(folder) if folder else DEFAULT_CHECKPOINT
@@ -380,11 +424,15 @@ class HSANet(nn.Module):
             from .retrieval import FingerprintIndex
 
             retrieval = FingerprintIndex.load(folder / "retrieval")
-        model = cls(config, tokenizer, retrieval)
+        defer = defer_decoder and tokenizer is not None
+        model = cls(config, tokenizer, retrieval, build_decoder=not defer)
         try:
             state = load_file(str(folder / WEIGHTS))
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a damaged file
             raise CheckpointError(f"checkpoint weights {folder / WEIGHTS} cannot be read (damaged or truncated?): {exc}") from exc
+        if defer:
+            model._pending_decoder = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+            state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
         own = model.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)

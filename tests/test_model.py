@@ -261,6 +261,28 @@ def test_save_load_round_trip(small_model, tiny_checkpoint):
     assert loaded.decoder.lm.get_output_embeddings().weight is loaded.decoder.lm.get_input_embeddings().weight
 
 
+def test_deferred_decoder_loads_on_first_caption(small_model, tiny_checkpoint):
+    """from_pretrained(defer_decoder=True): no decoder until the first caption, built once even when
+    several threads ask at once, then the same weights and captions as an eager load."""
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    eager = HSANet.from_pretrained(tiny_checkpoint, device="cpu")
+    lazy = HSANet.from_pretrained(tiny_checkpoint, device="cpu", defer_decoder=True)
+    assert lazy.decoder is None and lazy.decoder_pending and lazy.has_decoder
+    copy.deepcopy(lazy)                                   # the bench and training copy models
+    quick = lazy.analyze(ASPIRIN, caption=False)
+    assert quick.caption is None and lazy.decoder_pending
+    with ThreadPoolExecutor(4) as pool:
+        traces = list(pool.map(lambda _: lazy.analyze(ASPIRIN), range(4)))
+    assert not lazy.decoder_pending and lazy.decoder is not None and not lazy.decoder.training
+    assert lazy.decoder.lm.get_output_embeddings().weight is lazy.decoder.lm.get_input_embeddings().weight
+    want = eager.analyze(ASPIRIN).caption
+    assert all(t.caption == want for t in traces)
+    a, b = lazy.state_dict(), eager.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pickle_files_refused(tiny_checkpoint, tmp_path):
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
     (folder / "pytorch_model.bin").write_bytes(b"not really a pickle")

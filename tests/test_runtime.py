@@ -1,4 +1,4 @@
-"""hsanet.runtime.tune_allocator: glibc's allocator keeps freed memory (fewer page faults)."""
+"""hsanet.runtime: tune_allocator (glibc keeps freed memory: fewer page faults) and defer_unused_imports."""
 from __future__ import annotations
 
 import resource
@@ -49,3 +49,27 @@ def test_tuned_allocator_keeps_freed_memory():
 def test_tuning_can_be_switched_off():
     ok, _ = _faults("on", env_off=True)
     assert ok == "False"
+
+
+LAZY_CHILD = """
+import sys
+import hsanet
+deferred = type(sys.modules["torch_geometric.datasets"]).__name__
+heavy = "torch_geometric.llm" in sys.modules or "transformers" in sys.modules
+from torch_geometric.datasets import QM9          # first use loads the real module
+import torch_geometric
+print(deferred, heavy, QM9.__name__, torch_geometric.datasets.QM9 is QM9)
+"""
+
+
+@pytest.mark.parametrize("setting, expected", [("1", "_LazyModule False QM9 True"),
+                                               ("0", "module True QM9 True")])
+def test_unused_pyg_datasets_load_on_first_use(setting, expected):
+    """`import hsanet` leaves PyG's datasets (its LLM/RAG code, transformers) unloaded until first
+    used; HSANET_LAZY_IMPORTS=0 imports them as usual. Either way they work."""
+    import os
+
+    env = dict(os.environ, HSANET_LAZY_IMPORTS=setting)
+    out = subprocess.run([sys.executable, "-c", LAZY_CHILD], capture_output=True, text=True, env=env,
+                         timeout=300, check=True).stdout.strip()
+    assert out == expected
