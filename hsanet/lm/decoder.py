@@ -46,7 +46,10 @@ def build_causal_lm(config: HSANetConfig, tokenizer: TextTokenizer) -> nn.Module
 
         cfg = GPT2Config(n_positions=config.max_positions, n_embd=config.lm_dim, n_layer=config.lm_layers,
                          n_head=config.lm_heads, resid_pdrop=config.lm_dropout, embd_pdrop=config.lm_dropout,
-                         attn_pdrop=config.lm_dropout, **common)
+                         attn_pdrop=config.lm_dropout,
+                         # GPT-2's tanh-approximated GELU ("gelu_new") as PyTorch's one fused kernel:
+                         # the same function, 7 element-wise passes fewer per MLP
+                         activation_function="gelu_pytorch_tanh", **common)
         return GPT2LMHeadModel(cfg)
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -96,21 +99,53 @@ class CaptionDecoder(nn.Module):
     def target_ids(self, caption: str) -> list[int]:
         return self.tokenizer.encode(caption)[: self.config.max_caption_tokens] + [self.tokenizer.eos_id]
 
+    def prompt_ids_many(self, smiles: list[str], references: list[list[str]]) -> list[list[int]]:
+        """``prompt_ids`` for many molecules, with one batched tokenizer call per kind of text."""
+        tok, cfg = self.tokenizer, self.config
+        refs = [list(r or [])[: cfg.retrieval_k] for r in references]
+        smi = tok.encode_batch(list(smiles))
+        flat = tok.encode_batch([r for rs in refs for r in rs]) if any(refs) else []
+        tail = tok.marker("<ins>") + tok.encode(cfg.instruction) + tok.marker("<cap>")
+        out, pos = [], 0
+        for s_ids, rs in zip(smi, refs):
+            ids = tok.marker("<smi>") + s_ids[: cfg.max_smiles_tokens]
+            for r_ids in flat[pos:pos + len(rs)]:
+                ids += tok.marker("<ref>") + r_ids[: cfg.max_ref_tokens]
+            pos += len(rs)
+            out.append(ids + tail)
+        return out
+
+    def target_ids_many(self, captions: list[str]) -> list[list[int]]:
+        m, eos = self.config.max_caption_tokens, self.tokenizer.eos_id
+        return [ids[:m] + [eos] for ids in self.tokenizer.encode_batch(list(captions))]
+
     def _embed(self, graph_tokens: torch.Tensor, ids: list[list[int]], left_pad: bool):
-        """Input embeddings [graph ; text] per sample, padded into one batch."""
+        """Input embeddings [graph ; text] per sample, padded into one batch.
+
+        Built with one embedding lookup for the whole batch: the text ids are padded into a
+        (B, T) tensor (``pad_id`` where a sample is shorter) and placed after the graph tokens,
+        left- or right-aligned; padded positions are zero vectors with attention mask 0.
+        """
         emb = self.lm.get_input_embeddings()
-        g = self.graph_proj(graph_tokens)                                    # (B, T, width)
-        device = g.device
-        lengths = [g.shape[1] + len(x) for x in ids]
-        total = max(lengths)
-        out = g.new_zeros(len(ids), total, g.shape[-1])
-        mask = torch.zeros(len(ids), total, dtype=torch.long, device=device)
-        for i, x in enumerate(ids):
-            seq = torch.cat([g[i], emb(torch.tensor(x, dtype=torch.long, device=device))], dim=0)
-            start = total - lengths[i] if left_pad else 0
-            out[i, start:start + lengths[i]] = seq
-            mask[i, start:start + lengths[i]] = 1
-        return out, mask, lengths
+        g = self.graph_proj(graph_tokens)                                    # (B, G, width)
+        device, b, n_graph = g.device, g.shape[0], g.shape[1]
+        n_text = torch.tensor([len(x) for x in ids], device=device)
+        t_max = int(n_text.max()) if len(ids) else 0
+        text = torch.full((b, t_max), self.tokenizer.pad_id, dtype=torch.long, device=device)
+        valid = torch.arange(t_max, device=device)[None, :] < n_text[:, None]
+        text[valid] = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
+        seq = torch.cat([g, emb(text) * valid.unsqueeze(-1).to(g.dtype)], dim=1)      # right-aligned
+        mask = torch.cat([torch.ones(b, n_graph, dtype=torch.long, device=device), valid.long()], dim=1)
+        lengths = [n_graph + len(x) for x in ids]
+        if left_pad:                      # shift each row right by its padding: a gather per row
+            total = n_graph + t_max
+            shift = total - (n_graph + n_text)                                 # (B,)
+            src = torch.arange(total, device=device)[None, :] - shift[:, None]
+            keep = src >= 0
+            src = src.clamp_min(0)
+            seq = seq.gather(1, src.unsqueeze(-1).expand(-1, -1, seq.shape[-1])) * keep.unsqueeze(-1).to(seq.dtype)
+            mask = mask.gather(1, src) * keep.long()
+        return seq, mask, lengths
 
     # ---- training --------------------------------------------------------------------------
     def loss(self, graph_tokens: torch.Tensor, prompts: list[list[int]], targets: list[list[int]],
@@ -118,34 +153,45 @@ class CaptionDecoder(nn.Module):
         """Mean cross-entropy of the caption tokens (logits computed only where a caption token is predicted).
 
         ``per_sample`` returns each sample's mean token negative log-likelihood (used for reranking).
+
+        All of it is batched: the hidden states that predict caption tokens are gathered into a
+        (B, T) grid (T the longest caption), and the copy attention is one (B, T, S) batched
+        product against the prompt's text positions; only the token rows that exist are scored.
         """
         seqs = [p + t for p, t in zip(prompts, targets)]
-        embeds, mask, lengths = self._embed(graph_tokens, seqs, left_pad=False)
-        hidden = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        rows, cols, labels = [], [], []
-        for i, (p, t) in enumerate(zip(prompts, targets)):
-            first = graph_tokens.shape[1] + len(p)          # index of the first caption token
-            rows += [i] * len(t)
-            cols += list(range(first - 1, first - 1 + len(t)))
-            labels += t
-        h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+        embeds, _, _ = self._embed(graph_tokens, seqs, left_pad=False)
+        # right-padded and causal: a real position never attends to the padding after it, so no
+        # padding mask is needed (the states of padded positions differ, and are never read); the
+        # LM then takes the plain causal attention path
+        hidden = self.lm.base_model(inputs_embeds=embeds).last_hidden_state
+        device, n_graph = hidden.device, graph_tokens.shape[1]
+        n_prompt = torch.tensor([len(p) for p in prompts], device=device)
+        n_target = torch.tensor([len(t) for t in targets], device=device)
+        t_max = int(n_target.max())
+        steps = torch.arange(t_max, device=device)[None, :]
+        valid = steps < n_target[:, None]                                    # (B, T)
+        # the hidden state at position first-1+j predicts caption token j (first = G + len(prompt))
+        cols = (n_graph + n_prompt[:, None] - 1 + steps).clamp(max=hidden.shape[1] - 1)
+        h_grid = hidden.gather(1, cols.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))    # (B, T, W)
+        labels_grid = torch.zeros(valid.shape, dtype=torch.long, device=device)
+        labels_grid[valid] = torch.tensor([t for ts in targets for t in ts], dtype=torch.long, device=device)
+        h = h_grid[valid]                                                    # (N, W), sample-major
+        labels_t = labels_grid[valid]
+        row_t = valid.nonzero()[:, 0]
         logits = self.lm.get_output_embeddings()(h)
-        labels_t = torch.tensor(labels, device=hidden.device)
-        row_t = torch.tensor(rows, device=hidden.device)
 
         def reduce(nll: torch.Tensor) -> torch.Tensor:
             if not per_sample:
                 return nll.mean()
             total = torch.zeros(len(prompts), device=nll.device).index_add(0, row_t, nll)
-            return total / torch.tensor([len(t) for t in targets], device=nll.device)
+            return total / n_target.to(nll.dtype)
 
         if self.copy is None:
             return reduce(nn.functional.cross_entropy(logits.float(), labels_t, reduction="none"))
         # pointer-generator: mix in the copy distribution over the prompt's text tokens
-        g = graph_tokens.shape[1]
-        src_h, src_ids, src_mask = self._sources(hidden, prompts, [g] * len(prompts))
-        attn = self.copy.attention(h.unsqueeze(1), src_h[row_t], src_mask[row_t]).squeeze(1)     # (N, S)
-        p_copy = (attn * (src_ids[row_t] == labels_t[:, None])).sum(-1)
+        src_h, src_ids, src_mask = self._sources(hidden, prompts, [n_graph] * len(prompts))
+        attn = self.copy.attention(h_grid, src_h, src_mask)                  # (B, T, S)
+        p_copy = (attn * (src_ids[:, None, :] == labels_grid[:, :, None])).sum(-1)[valid]
         p_vocab = logits.float().softmax(-1).gather(1, labels_t[:, None]).squeeze(1)
         gate = torch.sigmoid(self.copy.gate(h).float()).squeeze(-1)
         return reduce(-torch.log(gate * p_vocab + (1 - gate) * p_copy + 1e-9))
@@ -153,15 +199,15 @@ class CaptionDecoder(nn.Module):
     @staticmethod
     def _sources(hidden: torch.Tensor, prompts: list[list[int]], starts: list[int]):
         """Hidden states, ids and mask of each sample's prompt text tokens (the copy sources)."""
-        smax = max(len(p) for p in prompts)
-        b, w = len(prompts), hidden.shape[-1]
-        src_h = hidden.new_zeros(b, smax, w)
-        src_ids = torch.full((b, smax), -1, dtype=torch.long, device=hidden.device)
-        src_mask = torch.zeros(b, smax, dtype=torch.bool, device=hidden.device)
-        for i, (p, s0) in enumerate(zip(prompts, starts)):
-            src_h[i, : len(p)] = hidden[i, s0:s0 + len(p)]
-            src_ids[i, : len(p)] = torch.tensor(p, device=hidden.device)
-            src_mask[i, : len(p)] = True
+        device = hidden.device
+        n = torch.tensor([len(p) for p in prompts], device=device)
+        smax = int(n.max())
+        src_mask = torch.arange(smax, device=device)[None, :] < n[:, None]              # (B, S)
+        pos = (torch.tensor(starts, device=device)[:, None] + torch.arange(smax, device=device)[None, :])
+        pos = pos.clamp(max=hidden.shape[1] - 1)
+        src_h = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) * src_mask.unsqueeze(-1).to(hidden.dtype)
+        src_ids = torch.full((len(prompts), smax), -1, dtype=torch.long, device=device)
+        src_ids[src_mask] = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=device)
         return src_h, src_ids, src_mask
 
     # ---- inference -------------------------------------------------------------------------

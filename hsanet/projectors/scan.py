@@ -125,7 +125,8 @@ def _readout_state(delta, bu, A, B):
     x = torch.flip(torch.cumsum(torch.flip(after, [-1]), dim=-1), [-1])            # (B, D, P), >= 0
     # only the (batch, step) pairs with some Delta != 0: padded steps add nothing
     bi, si = (delta != 0).any(1).nonzero(as_tuple=True)
-    x, bu, B = x.transpose(1, 2)[bi, si], bu.transpose(1, 2)[bi, si], B.transpose(1, 2)[bi, si]   # (M, D|N)
+    flat = bi * delta.shape[-1] + si                    # rows of the (batch * steps, D|N) views
+    x, bu, B = (t.transpose(1, 2).reshape(-1, t.shape[1]).index_select(0, flat) for t in (x, bu, B))   # (M, D|N)
     h = x.new_zeros(delta.shape[0], A.shape[0], A.shape[1])
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, bu, A, B)):
         w = torch.exp((x.unsqueeze(-1) * A).clamp_min(_MIN_EXPONENT)) * bu.unsqueeze(-1) * B.unsqueeze(1)   # (M, D, N)
