@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.utils import scatter, to_dense_batch
 
-from .projectors import CrossAttnProjector, GraphMambaProjector, serialize
+from .projectors import CrossAttnProjector, GraphMambaProjector
+from .rng import keyed_gumbel, keyed_uniform
 
 
 @dataclass
@@ -33,39 +34,15 @@ class Serialization:
     orders: list[list[int]]    # per molecule, local atom indices in scan order
 
 
-def serialize_batch(batch, random_ties: bool = False, generator: torch.Generator | None = None) -> Serialization:
-    """The scan order of every molecule of a PyG batch (``projectors.mamba.serialize``), left-padded."""
-    if not random_ties:
-        return _serialize_batch_sorted(batch)
-    ptr = batch.ptr.tolist()
-    sizes = [ptr[i + 1] - ptr[i] for i in range(len(ptr) - 1)]
-    lmax = max(sizes)
-    device = batch.x.device
-    index = torch.zeros(len(sizes), lmax, dtype=torch.long)
-    dist = torch.ones(len(sizes), lmax)
-    mask = torch.zeros(len(sizes), lmax, dtype=torch.bool)
-    frag, degree, dmat = batch.frag.cpu(), batch.degree.cpu(), batch.dist.cpu()
-    offset_d = 0
-    orders = []
-    for g, n in enumerate(sizes):
-        start = ptr[g]
-        order = serialize(frag[start:start + n], degree[start:start + n], generator, random_ties)
-        d = dmat[offset_d:offset_d + n * n].view(n, n)
-        offset_d += n * n
-        steps = torch.ones(n)
-        if n > 1:
-            steps[1:] = d[order[:-1], order[1:]]
-        pad = lmax - n
-        index[g, pad:] = order + start
-        dist[g, pad:] = steps
-        mask[g, pad:] = True
-        orders.append(order.tolist())
-    return Serialization(index.to(device), dist.to(device), mask.to(device), orders)
+def serialize_batch(batch, random_ties: bool = False, generator: torch.Generator | None = None,
+                    keys: torch.Tensor | None = None) -> Serialization:
+    """The scan order of every molecule of a PyG batch (``projectors.mamba.serialize``), left-padded.
 
-
-def _serialize_batch_sorted(batch) -> Serialization:
-    """``serialize_batch`` with ties broken by atom index, for the whole batch at once: one sort of
-    all atoms by (molecule, fragment, degree, index) instead of one sort per molecule."""
+    All molecules at once: one sort of all atoms by (molecule, fragment, degree, tie), the tie being
+    the atom index, or with ``random_ties`` a uniform number per atom (Graph-Mamba's augmentation):
+    from ``keys`` (one int64 key per molecule, ``hsanet.rng``: the same order for a molecule
+    whatever its batch) or else from ``generator``.
+    """
     device = batch.x.device
     ptr = batch.ptr.cpu()
     sizes = ptr[1:] - ptr[:-1]
@@ -74,9 +51,17 @@ def _serialize_batch_sorted(batch) -> Serialization:
     local = torch.arange(n_total) - ptr[graph]
     frag, degree = batch.frag.cpu(), batch.degree.cpu()
     key = graph
-    for part, size in ((frag, int(frag.max()) + 1), (degree, int(degree.max()) + 1), (local, lmax)):
+    for part, size in ((frag, int(frag.max()) + 1), (degree, int(degree.max()) + 1)):
         key = key * size + part
-    perm = torch.argsort(key)                          # molecule-major, so each molecule is contiguous
+    if not random_ties:
+        perm = torch.argsort(key * lmax + local)       # molecule-major, so each molecule is contiguous
+    else:
+        if keys is not None:
+            tie = keyed_uniform(keys.cpu()[graph], 1000, local)
+        else:
+            tie = torch.rand(n_total, generator=generator)
+        perm = torch.argsort(tie)
+        perm = perm[torch.argsort(key[perm], stable=True)]     # by (molecule, fragment, degree), ties random
     g = graph[perm]
     col = lmax - sizes[g] + torch.arange(n_total) - ptr[g]
     index = torch.zeros(b, lmax, dtype=torch.long)
@@ -107,25 +92,33 @@ class HAP(nn.Module):
         self.variant = variant
         self.tau = tau
 
-    def route(self, logits: torch.Tensor, variant: str) -> torch.Tensor:
-        """Weights of (E_Attn, E_Mamba) used to mix the expert outputs: one-hot in every variant."""
+    def route(self, logits: torch.Tensor, variant: str, keys: torch.Tensor | None = None, level: int = 0) -> torch.Tensor:
+        """Weights of (E_Attn, E_Mamba) used to mix the expert outputs: one-hot in every variant.
+
+        In training, a hard Gumbel-softmax with straight-through gradients; its noise comes from
+        ``keys`` (one per molecule, ``hsanet.rng``) when given, else from torch's generator."""
         if variant == "attn":
             return torch.tensor([1.0, 0.0], device=logits.device).expand_as(logits)
         if variant == "mamba":
             return torch.tensor([0.0, 1.0], device=logits.device).expand_as(logits)
+        if self.training and keys is not None:
+            soft = ((logits + keyed_gumbel(keys, level, 2).to(logits.dtype)) / self.tau).softmax(-1)
+            hard = F.one_hot(soft.argmax(-1), 2).to(soft.dtype)
+            return hard - soft.detach() + soft                  # as F.gumbel_softmax(hard=True)
         if self.training:
             return F.gumbel_softmax(logits, tau=self.tau, hard=True)
         return F.one_hot(logits.argmax(-1), 2).to(logits.dtype)
 
     def forward(self, levels: list[torch.Tensor], batch_vec: torch.Tensor, ser: Serialization,
-                keep_experts: bool = False, variant: str | None = None) -> dict:
-        """``variant`` overrides the configured routing for this call only (no state is changed)."""
+                keep_experts: bool = False, variant: str | None = None, keys: torch.Tensor | None = None) -> dict:
+        """``variant`` overrides the configured routing for this call only (no state is changed);
+        ``keys`` (one int64 per molecule) key the training-time Gumbel noise (see ``route``)."""
         variant = variant or self.variant
         tokens, probs, weights, attn_out, mamba_out = [], [], [], [], []
         one_expert = not keep_experts and not self.training
         for l, h in enumerate(levels):
             logits = self.gates[l](scatter(h, batch_vec, dim=0, reduce="mean"))
-            w = self.route(logits, variant)
+            w = self.route(logits, variant, keys, l)
             probs.append(logits.softmax(-1))
             weights.append(w)
             if one_expert:
@@ -134,7 +127,8 @@ class HAP(nn.Module):
                 mamba_out.append(None)
                 continue
             dense, mask = to_dense_batch(h, batch_vec)
-            seq = h[ser.index] * ser.mask.unsqueeze(-1).to(h.dtype)
+            # index_select rather than h[ser.index]: the same rows, and its backward is an index_add
+            seq = h.index_select(0, ser.index.reshape(-1)).view(*ser.index.shape, h.shape[1]) * ser.mask.unsqueeze(-1).to(h.dtype)
             za = self.attn[l](dense, mask) if (variant != "mamba" or keep_experts) else None
             zm = self.mamba[l](seq, ser.dist, ser.mask) if (variant != "attn" or keep_experts) else None
             if za is None:

@@ -138,12 +138,17 @@ class HSANet(nn.Module):
         self.config.variant = variant
         self.hap.variant = variant
 
-    def encode(self, batch, keep_experts: bool = False, generator: torch.Generator | None = None) -> dict:
-        """Graph side of HSA-Net for a PyG batch: levels, HAP routing, motif tokens, SAF fusion."""
+    def encode(self, batch, keep_experts: bool = False, generator: torch.Generator | None = None,
+               noise_keys: torch.Tensor | None = None) -> dict:
+        """Graph side of HSA-Net for a PyG batch: levels, HAP routing, motif tokens, SAF fusion.
+
+        In training the HAP gates' Gumbel noise and E_Mamba's random tie-breaks come from
+        ``noise_keys`` (one int64 per molecule, ``hsanet.rng.molecule_keys``) when given, so a
+        molecule's noise does not depend on its batch; else from ``generator`` / torch's RNG."""
         batch = batch.to(self.device)
         levels = self.encoder(batch.x, batch.edge_index, batch.edge_attr)
-        ser = serialize_batch(batch, random_ties=self.training, generator=generator)
-        hap = self.hap(levels, batch.batch, ser, keep_experts=keep_experts)
+        ser = serialize_batch(batch, random_ties=self.training, generator=generator, keys=noise_keys)
+        hap = self.hap(levels, batch.batch, ser, keep_experts=keep_experts, keys=noise_keys)
         motif = self.motif(levels[-1], batch.batch, batch.frag, batch.num_frags)
         k = self.config.num_queries
         z = torch.cat(hap["tokens"] + [motif], dim=1)                       # (B, (L+1)K + Km, d)

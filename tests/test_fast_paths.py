@@ -14,7 +14,8 @@ import hsanet.encoder as encoder_module
 from hsanet import HSANet
 from hsanet.chem import featurize, parse, slice_batch
 from hsanet.encoder import GINEncoder, wl_colours
-from hsanet.hap import _serialize_batch_sorted, serialize_batch
+from hsanet.hap import serialize_batch
+from hsanet.rng import molecule_keys
 from hsanet.projectors.mamba import serialize
 
 from conftest import MOLECULES, small_config
@@ -110,7 +111,7 @@ def test_wl_colours_molecule_without_bonds():
 
 def test_batched_serialization_equals_one_sort_per_molecule():
     b = _batch()
-    ser = _serialize_batch_sorted(b)
+    ser = serialize_batch(b)
     assert ser.index.shape == ser.dist.shape == ser.mask.shape
     ptr = b.ptr.tolist()
     off = 0
@@ -125,8 +126,24 @@ def test_batched_serialization_equals_one_sort_per_molecule():
         assert ser.mask[g].sum() == n and bool(ser.mask[g, -n:].all())
         assert torch.equal(ser.index[g, -n:], order + lo)
         assert torch.equal(ser.dist[g, -n:], steps)
-    # the public entry point takes this path whenever ties are not random
-    assert serialize_batch(b).orders == ser.orders
+
+
+def test_random_ties_keep_fragment_degree_order_and_follow_the_molecule_key():
+    b = _batch()
+    keys = molecule_keys(0, 3, torch.arange(b.num_graphs))
+    ser = serialize_batch(b, random_ties=True, keys=keys)
+    ptr = b.ptr.tolist()
+    for g, order in enumerate(ser.orders):
+        lo = ptr[g]
+        assert sorted(order) == list(range(ptr[g + 1] - lo))
+        key = [(int(b.frag[lo + i]), int(b.degree[lo + i])) for i in order]
+        assert key == sorted(key)                             # fragment, then degree; ties shuffled
+    # a molecule's order depends on its key only, not on its batch
+    for g in range(b.num_graphs):
+        one = serialize_batch(_batch([MORE[g]]), random_ties=True, keys=keys[g:g + 1])
+        assert one.orders[0] == ser.orders[g]
+    other = serialize_batch(b, random_ties=True, keys=molecule_keys(0, 4, torch.arange(b.num_graphs)))
+    assert other.orders != ser.orders
 
 
 @pytest.mark.parametrize("variant", ["full", "attn", "mamba"])
