@@ -111,7 +111,8 @@ def register(sub) -> None:
 
     b = sub.add_parser("baseline", help="reference baselines")
     b.add_argument("kind", choices=["retrieval"])
-    b.add_argument("--pool", default="validation", help="split whose captions are retrieved (the training data)")
+    b.add_argument("--pool", default="train", choices=["train", "validation"],
+                   help="split whose captions are retrieved: the training data (default train, the standard protocol)")
     b.add_argument("--split", default="test")
     b.add_argument("--out")
     b.add_argument("--data-dir", dest="data_dir")

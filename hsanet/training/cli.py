@@ -18,6 +18,10 @@ TRAIN_DEFAULTS = {
     "vocab_size": 6000, "val_every": 1, "patience": 6, "threads": 0, "datasets": "BBBP,BACE,ClinTox",
     "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "", "seeds": 3, "head_epochs": 60,
     "readout": "levels", "head_hidden": 0,
+    # engine (caption task)
+    "train_split": "train", "val_split": "validation", "val_limit": 0, "cache_dir": "", "no_cache": False,
+    "accelerator": "auto", "devices": "auto", "num_nodes": 1, "strategy": "auto", "accumulate": 1,
+    "max_steps": -1, "val_every_steps": 0, "schedule_minutes": 0.0, "ckpt_every_steps": 200,
 }
 
 
@@ -98,9 +102,30 @@ def register(sub) -> None:
     p.add_argument("--head-hidden", dest="head_hidden", type=int,
                    help="property task: hidden units of the heads (0 = linear, logistic regression; default)")
     p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
-    p.add_argument("--resume", help="Lightning checkpoint to resume from (your own run's OUT/lightning/last.ckpt)")
+    p.add_argument("--resume", help="continue an interrupted run: its OUT/last.ckpt (same data and options)")
     p.add_argument("--data-dir", dest="data_dir", help="data folder (default ../shared/data or $HSANET_DATA)")
-    p.add_argument("--precision", help="Lightning precision (default: bf16-mixed on GPU, 32 on CPU)")
+    p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, ... (default: bf16-mixed on a "
+                   "GPU or on a CPU with bf16 units (AMX / AVX512-BF16), else 32-true)")
+    p.add_argument("--train-split", dest="train_split", choices=["train", "validation"],
+                   help="ChEBI-20 split to train on (default train)")
+    p.add_argument("--val-split", dest="val_split", choices=["validation", "train"],
+                   help="split that chooses the best weights (default validation; the same split as "
+                        "--train-split holds out --holdout of it)")
+    p.add_argument("--val-limit", dest="val_limit", type=int, help="use only the first N selection molecules")
+    p.add_argument("--cache-dir", dest="cache_dir", help="prepared-data cache (default $HSANET_CACHE or ~/.cache/hsanet)")
+    p.add_argument("--no-cache", dest="no_cache", action="store_true", default=None, help="prepare the data afresh")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], help="default: gpu when present")
+    p.add_argument("--devices", help="processes / GPUs per machine (default: all GPUs, or 1 on CPU)")
+    p.add_argument("--num-nodes", dest="num_nodes", type=int, help="machines (default 1)")
+    p.add_argument("--strategy", help="Lightning strategy (auto: ddp on several devices)")
+    p.add_argument("--accumulate", type=int, help="gradient accumulation: micro-batches per optimizer step")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help="stop after this many optimizer steps (-1: no limit)")
+    p.add_argument("--val-every-steps", dest="val_every_steps", type=int,
+                   help="validate every N optimizer steps (0: once per epoch)")
+    p.add_argument("--schedule-minutes", dest="schedule_minutes", type=float,
+                   help="time the LR schedule plans for over all sittings (default: --max-minutes)")
+    p.add_argument("--ckpt-every-steps", dest="ckpt_every_steps", type=int,
+                   help="also write OUT/last.ckpt every N steps (0: only at the end)")
     p.set_defaults(func=cmd_train)
 
 
