@@ -486,29 +486,53 @@ def bench_scaling(model, rep: Report, runs: int, warmup: int, sync=None, autocas
     return out
 
 
-def bench_train(model, rep: Report, steps: int, warmup: int, quick: bool, data_dir=None,
-                section: str = "train") -> dict:
-    """Caption-training throughput: AdamW steps (loss, backward, clip, step) on a copy of the model."""
+def measure_peak(dtype, n: int = 2048, reps: int = 5, device: str = "cpu", sync=None) -> float:
+    """This machine's matmul peak now: TFLOP/s of an n x n x n product in ``dtype`` (best of ``reps``)."""
+    import torch
+
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(reps + 1):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        a @ b
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e12
+
+
+def _autocast(device: str, precision: str):
+    import torch
+
+    if precision.startswith("bf16"):
+        return torch.autocast(device, torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device, torch.float16)
+    return contextlib.nullcontext()
+
+
+def _step_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _caption_train_rate(net, rep: Report, section: str, label: str, bs: int, steps: int, warmup: int,
+                        smiles, caps, precision: str, peak: float, sync=None) -> dict:
+    """Caption-training steps as ``hsanet train`` runs them: collate, forward under the precision's
+    autocast, backward, clipping, AdamW; FLOPs of the same batches counted by torch's FlopCounterMode."""
     import torch
 
     from .retrieval import FingerprintIndex
     from .training.data import LengthGroupedSampler, build_dataset, collate, parse_rows
     from .training.module import CaptionModule
 
-    if model.decoder is None:
-        rep.skip(section, "the model has no caption decoder")
-        return {}
-    bs = 4 if quick else 16                                   # `hsanet train` default batch size: 16
-    need = bs * (steps + warmup)
-    data = _chebi("validation", data_dir)
-    if data:
-        rows = need * 2 if quick else max(need * 2, 256)
-        smiles, caps = data[0][:rows], data[1][:rows]
-        source = f"ChEBI-20 validation, first {len(smiles)} rows"
-    else:
-        smiles, caps = [s for s, _ in FALLBACK_POOL], [c for _, c in FALLBACK_POOL]
-        source = "built-in molecules (ChEBI-20 not found)"
-    net = copy.deepcopy(model).to(model.device)
+    device = net.device.type
     mols, caps, _ = parse_rows(smiles, caps, net.config.max_atoms)
     if net.config.retrieval_k:
         index = FingerprintIndex.build([m.smiles for m in mols], caps)
@@ -518,33 +542,132 @@ def bench_train(model, rep: Report, steps: int, warmup: int, quick: bool, data_d
         refs = [[] for _ in mols]
     ds = build_dataset(net, mols, caps, refs)
     order = list(LengthGroupedSampler(ds.lengths(), bs, seed=0))
+    order = [o for o in order if len(o) == bs]
     while len(order) < steps + warmup:
         order += order
     module = CaptionModule(net)
     opt = module.configure_optimizers()["optimizer"]
     net.train()
-    batches = [collate([ds[i] for i in idx]) for idx in order[: steps + warmup]]
-    it = iter(batches)
-    sizes = []
+    todo = iter(order[: steps + warmup])
+    done: list[list[int]] = []
+
+    def loss_of(idx):
+        b = collate([ds[i] for i in idx])
+        b["batch"] = b["batch"].to(net.device)
+        with _autocast(device, precision):
+            lm, bal = module._loss(b, epoch=0)
+        return lm + bal
 
     def step():
-        b = next(it)
-        b["batch"] = b["batch"].to(net.device)
-        lm, bal = module._loss(b)
+        idx = next(todo)
+        loss = loss_of(idx)
         opt.zero_grad(set_to_none=True)
-        (lm + bal).backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        sizes.append(len(b["prompts"]))
+        done.append(idx)
 
-    per = _timeit(step, steps, warmup)
-    n_mols = sum(sizes[warmup:])
-    rate = n_mols / sum(per)
-    rep.rows.append(Row(section, f"caption training, batch {bs}", rate, None, "mol/s", len(per),
-                        note=f"{source}; median step {_stats(per)[0] * 1000:.0f} ms"))
-    rep.add(section, f"caption training step, batch {bs}", per)
-    return {"mol_per_s": rate, "batch_size": bs, "steps": len(per), "data": source,
-            "step_ms_median": _stats(per)[0] * 1000.0}
+    per = _timeit(step, steps, warmup, sync)
+    timed = done[warmup:]
+    flops = []
+    for idx in timed:                       # the same batches again, counted (not timed)
+        flops.append(_step_flops(lambda: loss_of(idx).backward()))
+        opt.zero_grad(set_to_none=True)
+    n_mols = sum(len(i) for i in timed)
+    g = net.config.num_levels * net.config.num_queries + net.config.num_motif_queries
+    n_tok = sum(len(ds[i].prompt) + len(ds[i].target) + g for idx in timed for i in idx)
+    seconds = sum(per)
+    tflops = sum(flops) / seconds / 1e12
+    out = {"mol_per_s": n_mols / seconds, "tokens_per_s": n_tok / seconds, "batch_size": bs, "steps": len(per),
+           "step_ms_median": _stats(per)[0] * 1000.0, "flops_per_step": sum(flops) / len(flops),
+           "tflops": tflops, "mfu": tflops / peak, "precision": precision,
+           "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)}
+    rep.rows.append(Row(section, f"{label}, batch {bs}", out["mol_per_s"], None, "mol/s", len(per),
+                        note=f"{precision}; {out['tokens_per_s']:.0f} tokens/s; median step "
+                             f"{out['step_ms_median']:.0f} ms; {out['flops_per_step'] / 1e9:.1f} GFLOP/step; "
+                             f"{tflops:.3f} TFLOP/s = {100 * out['mfu']:.1f} % of the {precision} peak"))
+    return out
+
+
+def bench_train(model, rep: Report, steps: int, warmup: int, quick: bool, data_dir=None,
+                section: str = "train", precision: str | None = None, sync=None) -> dict:
+    """Training throughput and utilisation: the default caption recipe (the embedded model's:
+    copy head, 2 retrieved captions, batch 16) and the property recipe (frozen-encoder read-out of
+    the pooled GIN levels, batch 128), with FLOPs per step, achieved FLOP/s, this machine's
+    matmul peaks measured in the same run (a 2048^3 product in float32 and in bf16) and the
+    ratio (MFU) against the peak of the precision used. Not in ``--quick``: the same caption step
+    on a wide model (LM width 512, 8 layers) for the utilisation a wider model reaches."""
+    import torch
+
+    from .training.caption import default_precision
+
+    if model.decoder is None:
+        rep.skip(section, "the model has no caption decoder")
+        return {}
+    device = model.device.type
+    precision = precision or default_precision("gpu" if device == "cuda" else "cpu")
+    peak32 = measure_peak(torch.float32, device=device, sync=sync)
+    peak16 = measure_peak(torch.bfloat16, device=device, sync=sync)
+    peak = peak16 if precision.startswith(("bf16", "16")) else peak32
+    rep.add(section, "matmul peak 2048^3, float32", peak32, "TFLOP/s")
+    rep.add(section, "matmul peak 2048^3, bf16", peak16, "TFLOP/s")
+    data = _chebi("validation", data_dir)
+    bs = 16                                       # `hsanet train` default batch size
+    if data:
+        rows = max(bs * (steps + warmup) * 2, 256)
+        smiles, caps = data[0][:rows], data[1][:rows]
+        source = f"ChEBI-20 validation, first {len(smiles)} rows"
+    else:
+        smiles, caps = [s for s, _ in FALLBACK_POOL], [c for _, c in FALLBACK_POOL]
+        source = "built-in molecules (ChEBI-20 not found)"
+    net = copy.deepcopy(model).to(model.device)
+    out = {"data": source, "peak_fp32_tflops": peak32, "peak_bf16_tflops": peak16, "precision": precision}
+    out["caption"] = _caption_train_rate(net, rep, section, "caption training (default recipe)", bs, steps,
+                                         warmup, smiles, caps, precision, peak, sync)
+    out.update({k: out["caption"][k] for k in ("mol_per_s", "tokens_per_s", "tflops", "mfu", "step_ms_median")})
+    del net
+    # property recipe: the frozen encoder's read-out for the heads, as training/property.py runs it
+    from .chem import featurize, parse
+
+    pool = _drug_like_pool(128, data_dir)
+    mols = [parse(s) for s in pool]
+    graph = featurize(mols).to(model.device)
+    model.eval()
+
+    def readout():
+        with torch.no_grad():
+            enc = model.encode(graph)
+            model.property_features(enc["levels"], enc["batch"].batch, enc["embedding"])
+
+    per = _timeit(readout, steps, warmup, sync)
+    # FlopCounterMode's module tracker cannot hook parameters that require grad inside no_grad
+    needs = [p for p in model.parameters() if p.requires_grad]
+    for p in needs:
+        p.requires_grad_(False)
+    try:
+        flops = _step_flops(readout)
+    finally:
+        for p in needs:
+            p.requires_grad_(True)
+    tfl = flops * len(per) / sum(per) / 1e12
+    prop = {"mol_per_s": len(mols) * len(per) / sum(per), "atoms_per_s": graph.num_nodes * len(per) / sum(per),
+            "batch_size": len(mols), "flops_per_step": flops, "tflops": tfl, "mfu": tfl / peak32,
+            "precision": "32-true"}
+    out["property"] = prop
+    rep.rows.append(Row(section, "property recipe: frozen read-out, batch 128", prop["mol_per_s"], None, "mol/s",
+                        len(per), note=f"float32 (as training/property.py); {flops / 1e9:.1f} GFLOP/batch; "
+                                       f"{tfl:.3f} TFLOP/s = {100 * prop['mfu']:.1f} % of the float32 peak"))
+    if not quick and model.tokenizer is not None:
+        from .config import HSANetConfig
+        from .model import HSANet
+
+        cfg = HSANetConfig.from_dict({**model.config.to_dict(), "lm_dim": 512, "lm_layers": 8, "lm_heads": 8,
+                                      "property_tasks": {}})
+        torch.manual_seed(0)
+        wide = HSANet(cfg, model.tokenizer).to(model.device)
+        out["wide"] = _caption_train_rate(wide, rep, section, "caption training, wide LM (d 512, 8 layers)", bs,
+                                          max(3, steps // 4), 1, smiles, caps, precision, peak, sync)
+    return out
 
 
 def _free_port() -> int:
@@ -733,6 +856,10 @@ def bench_gpu(model, rep: Report, runs: int, warmup: int, quick: bool, data_dir=
         res["attn_400_over_50"] = sc.get("attn_400_over_50")
         res["scaling"] = {k: sc[k] for k in ("attn_ms", "mamba_ms")}
         out[prec] = res
+    # training on the device: the caption recipe in the default precision (bf16-mixed on GPUs)
+    if gmodel.decoder is not None:
+        out["train"] = bench_train(gmodel, rep, 10 if not quick else 3, 2 if not quick else 1, True, data_dir,
+                                   section="gpu-train", sync=sync)
     # the scan kernels on the device
     kernel = scan_mod._mamba_kernel if dev_type == "cuda" else None
     cfg = gmodel.config
@@ -805,6 +932,8 @@ def run(args) -> dict:
     runs = args.runs or (3 if quick else 20)
     warmup = 1 if quick else 3
     want = set(args.sections.split(",")) if args.sections else set(SECTIONS)
+    if "analysis" in want:              # another name of the latency section (analysis, caption)
+        want = (want - {"analysis"}) | {"latency"}
     if quick and not args.sections:
         want.discard("map")            # loading the reference set (UMAP) is not a smoke-test matter
         rep_skip_map = True
@@ -852,7 +981,7 @@ def run(args) -> dict:
                                             scan_backward=not quick)
     if "train" in want:
         _log("training throughput ...")
-        sections["train"] = bench_train(model, rep, runs if not quick else 3, 2 if not quick else 1, quick,
+        sections["train"] = bench_train(model, rep, 10 if not quick else 3, 2 if not quick else 1, quick,
                                         args.data_dir)
     if "map" in want:
         _log("map placement ...")
@@ -879,7 +1008,16 @@ def run(args) -> dict:
     res["embed_e2e_per_s_b256"] = sections.get("embed", {}).get("b256", {}).get("e2e_mol_per_s")
     res["mamba_400_over_50"] = sc.get("mamba_400_over_50")
     res["attn_400_over_50"] = sc.get("attn_400_over_50")
-    res["train_mol_per_s"] = sections.get("train", {}).get("mol_per_s")
+    tr = sections.get("train", {})
+    res["train_mol_per_s"] = tr.get("mol_per_s")
+    res["train_tokens_per_s"] = tr.get("tokens_per_s")
+    res["train_tflops"] = tr.get("tflops")
+    res["train_mfu"] = tr.get("mfu")
+    res["train_precision"] = tr.get("precision")
+    res["peak_bf16_tflops"] = tr.get("peak_bf16_tflops")
+    res["peak_fp32_tflops"] = tr.get("peak_fp32_tflops")
+    res["train_wide_mfu"] = tr.get("wide", {}).get("mfu")
+    res["train_property_mol_per_s"] = tr.get("property", {}).get("mol_per_s")
     res["app_cold_start_s"] = sections.get("app", {}).get("cold_start_s")
     res["app_cold_start_caption_s"] = sections.get("app", {}).get("caption_s")
     res["map_place_ms_median"] = sections.get("map", {}).get("place_ms")
@@ -962,7 +1100,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", help="model under test (default: assets/hsanet-default, else untrained)")
     p.add_argument("--runs", type=int, help="timed runs per measurement (default 20, --quick 3)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--sections", help=f"comma-separated subset of {','.join(SECTIONS)} (analysis = latency)")
     p.add_argument("--app", dest="app", action="store_true", default=None,
                    help="measure the app's cold start (default: on, off with --quick)")
     p.add_argument("--no-app", dest="app", action="store_false")

@@ -28,6 +28,14 @@ def test_bench_quick_writes_the_keys(tiny_checkpoint, tmp_path, capsys):
     assert res["device"] == "cpu"
     for key in KEYS[:-1]:
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    # the training keys: throughput, FLOP/s, this machine's peaks measured in the run, utilisation
+    for key in ("train_mol_per_s", "train_tokens_per_s", "train_tflops", "peak_bf16_tflops", "peak_fp32_tflops",
+                "train_mfu"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, (key, res[key])
+    assert res["train_mfu"] < 1 and res["train_tflops"] < max(res["peak_bf16_tflops"], res["peak_fp32_tflops"])
+    tr = res["sections"]["train"]
+    assert tr["caption"]["batch_size"] == 16 and tr["caption"]["flops_per_step"] > 0
+    assert tr["property"]["mol_per_s"] > 0 and tr["property"]["flops_per_step"] > 0
     # the caption benchmark really generates 64 tokens (EOS suppressed)
     assert res["sections"]["latency"]["30"]["caption_tokens"] == 64
     assert set(res["targets"]) >= {"analysis_ms_median", "caption_ms_median", "embed_per_s_b256", "mamba_400_over_50"}
@@ -42,6 +50,7 @@ def test_bench_gpu_section_dry_run_on_cpu(small_model):
     assert out["fp32"]["mamba_400_over_50"] > 0 and out["bf16"]["attn_400_over_50"] > 0
     assert {"b1_L50", "b256_L400"} <= set(out["scan"])
     assert any(r.section == "gpu-bf16" for r in rep.rows)
+    assert out["train"]["mol_per_s"] > 0 and any(r.section == "gpu-train" for r in rep.rows)
 
 
 def test_bench_bad_section_is_a_usage_error(capsys):
