@@ -44,6 +44,10 @@ def _load_model(args):
 def cmd_analyze(args) -> int:
     from .chem import MoleculeError, parse
 
+    if args.devices and (not args.file or (args.file == "-" and args.devices > 1)):
+        raise UsageError("--devices needs --file FILE (a file every process can read, not stdin)")
+    if args.devices < 0:
+        raise UsageError(f"--devices must be >= 0, got {args.devices}")
     if args.jsonl and not args.file:
         args.json = True          # one molecule: its JSON object is one JSON line
     # bad input (a bad molecule, an unreadable file) is reported before the model loads
@@ -68,19 +72,32 @@ def cmd_analyze(args) -> int:
             lines.close()
         raise
     kwargs = dict(caption=not args.no_caption, num_beams=args.beams, max_new_tokens=args.max_new_tokens)
+
+    def one(line: str) -> dict:
+        try:
+            return model.analyze(line, **kwargs).to_json()
+        except MoleculeError as exc:
+            return {"input": line, "error": str(exc)}
+        except Exception as exc:   # a bad line never stops the batch
+            return {"input": line, "error": f"analysis failed ({type(exc).__name__}: {exc})"}
+
     if args.file:
         with lines if args.file != "-" else contextlib.nullcontext(lines):
+            if args.devices:           # Lightning's predict loop on several devices; rank 0 prints
+                from .predict import predict_rows
+
+                rows = [ln.rstrip("\r\n") for ln in lines]
+                got = predict_rows(model, [r for r in rows if r.strip()], lambda chunk: [one(r) for r in chunk],
+                                   batch_size=16, devices=args.devices, strategy=args.strategy,
+                                   num_nodes=args.num_nodes)
+                for obj in got or []:
+                    print(json.dumps(obj), flush=True)
+                return 0
             for line in lines:
                 line = line.rstrip("\r\n")
                 if not line.strip():
                     continue
-                try:
-                    obj = model.analyze(line, **kwargs).to_json()
-                except MoleculeError as exc:
-                    obj = {"input": line, "error": str(exc)}
-                except Exception as exc:   # a bad line never stops the batch
-                    obj = {"input": line, "error": f"analysis failed ({type(exc).__name__}: {exc})"}
-                print(json.dumps(obj), flush=True)
+                print(json.dumps(one(line)), flush=True)
         return 0
     if not args.smiles:
         raise UsageError("give a SMILES string or --file FILE")
@@ -122,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--beams", type=int, default=1, help="beam width for the caption (1 = greedy)")
     a.add_argument("--max-new-tokens", type=int, default=None)
     a.add_argument("--no-caption", action="store_true")
+    a.add_argument("--devices", type=int, default=0,
+                   help="with --file: run under Lightning's predict loop on N devices/processes (0 = plain loop)")
+    a.add_argument("--strategy", default="auto", help="Lightning strategy with --devices (auto: ddp when N > 1)")
+    a.add_argument("--num-nodes", dest="num_nodes", type=int, default=1, help="machines with --devices")
     a.set_defaults(func=cmd_analyze)
 
     for register in _registrars():

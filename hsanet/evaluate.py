@@ -27,8 +27,13 @@ def _write(out: Path, smiles, refs, outs, metrics: dict) -> None:
 
 def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None, num_beams: int = 1,
                         batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int | None = None,
-                        smiles=None, references=None) -> dict:
-    """Caption a ChEBI-20 split (or given SMILES/references) and score it."""
+                        smiles=None, references=None, devices: int | str = 0, strategy: str = "auto",
+                        num_nodes: int = 1) -> dict | None:
+    """Caption a ChEBI-20 split (or given SMILES/references) and score it.
+
+    With ``devices`` (>= 1) the captions are generated under Lightning's predict loop on that many
+    devices (``hsanet.predict``); then only rank 0 scores and returns the metrics (others: None).
+    """
     from .chem import parse
     from .data.chebi import load_chebi
     from .metrics.captions import caption_metrics
@@ -45,6 +50,18 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     # long prompts first keeps batches of similar length
     order = sorted(range(len(mols)), key=lambda i: -len(mols[i].smiles))
     outs = [""] * len(mols)
+    if devices:
+        from .predict import predict_rows
+
+        got = predict_rows(model, [mols[i] for i in order],
+                           lambda chunk: model.generate_captions(chunk, num_beams=num_beams, batch_size=batch_size,
+                                                                 no_repeat_ngram_size=no_repeat_ngram_size),
+                           batch_size=batch_size, devices=devices, strategy=strategy, num_nodes=num_nodes)
+        if got is None:                 # not rank 0
+            return None
+        for i, c in zip(order, got):
+            outs[i] = c
+        order = []
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
         caps = model.generate_captions([mols[i] for i in idx], num_beams=num_beams,
@@ -73,7 +90,10 @@ def cmd_evaluate(args) -> int:
         from .paths import DEFAULT_CHECKPOINT
 
         result = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.split, args.data_dir, args.out,
-                                     args.beams, args.batch_size, args.limit, args.no_repeat_ngram)
+                                     args.beams, args.batch_size, args.limit, args.no_repeat_ngram,
+                                     devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes)
+        if result is None:              # another rank of a --devices run: rank 0 reports
+            return 0
     print(json.dumps(result, indent=2))
     return 0
 
@@ -95,6 +115,13 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def _device_flags(p) -> None:
+    p.add_argument("--devices", type=int, default=0, help="run under Lightning's predict loop on N devices/processes "
+                   "(0 = plain loop in this process, the default)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy with --devices (auto: ddp when N > 1)")
+    p.add_argument("--num-nodes", dest="num_nodes", type=int, default=1, help="machines with --devices")
+
+
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="caption a ChEBI-20 split and score it (MolT5 protocol), or re-score a TSV")
     p.add_argument("--checkpoint", help="model folder (default: the embedded model)")
@@ -107,6 +134,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--no-repeat-ngram", dest="no_repeat_ngram", type=int, default=None,
                    help="block repeated n-grams (default: the checkpoint's decoding setting)")
+    _device_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("baseline", help="reference baselines")
