@@ -76,3 +76,58 @@ def test_rerank_returns_a_candidate_and_scores_consistently(tokenizer):
     assert abs(-float(nll) - scores[1]) < 1e-4
     trace = model.analyze(MOLECULES[1])
     assert trace.caption_source in (None, "generated") or trace.caption_source.startswith("neighbour")
+
+
+def _greedy_reference(model, fused, prompt, max_new):
+    """Greedy decoding with the pointer-generator mixture written out step by step, without a KV
+    cache: the whole sequence is run again for every token."""
+    dec = model.decoder
+    out = []
+    for _ in range(max_new):
+        seq = prompt + out
+        emb, _, _ = dec._embed(fused, [seq], left_pad=False)
+        hid = dec.lm.base_model(inputs_embeds=emb).last_hidden_state[0]
+        g = fused.shape[1]
+        h, src = hid[-1], hid[g:g + len(prompt)]
+        p = dec.lm.get_output_embeddings()(h).float().softmax(-1)
+        a = ((dec.copy.q(h) @ dec.copy.k(src).T) / src.shape[-1] ** 0.5).float().softmax(-1)
+        gate = torch.sigmoid(dec.copy.gate(h).float())
+        mix = gate * p + (1 - gate) * torch.zeros_like(p).index_add_(0, torch.tensor(prompt), a)
+        nxt = int(mix.argmax())
+        out.append(nxt)
+        if nxt == model.tokenizer.eos_id:
+            break
+    return model.tokenizer.decode([t for t in out if t != model.tokenizer.eos_id])
+
+
+def test_copy_greedy_through_generate_equals_step_by_step_mixture(tokenizer):
+    model = _model(tokenizer, seed=2).eval()
+    torch.nn.init.constant_(model.decoder.copy.gate.bias, 0.0)            # half generate, half copy
+    mols = [parse(s) for s in MOLECULES[:3]]
+    refs = [[n.caption for n in r] for r in model.references([m.smiles for m in mols])]
+    prompts = [model.decoder.prompt_ids(m.smiles, r) for m, r in zip(mols, refs)]
+    fused = model.encode(featurize(mols))["fused"]
+    got = model.decoder.generate(fused, prompts, max_new_tokens=12, no_repeat_ngram_size=0)
+    want = [_greedy_reference(model, fused[i:i + 1], p, 12) for i, p in enumerate(prompts)]
+    assert got == want
+
+
+def test_beam_search_with_copy_head_changes_output_and_is_at_least_as_likely(tokenizer):
+    model = _model(tokenizer, seed=2).eval()
+    torch.nn.init.constant_(model.decoder.copy.gate.bias, 0.0)
+    mols = [parse(s) for s in MOLECULES]
+    refs = [[n.caption for n in r] for r in model.references([m.smiles for m in mols])]
+    prompts = [model.decoder.prompt_ids(m.smiles, r) for m, r in zip(mols, refs)]
+    fused = model.encode(featurize(mols))["fused"]
+    dec = model.decoder
+    kw = dict(max_new_tokens=10, no_repeat_ngram_size=0, length_penalty=0.0, return_ids=True)
+    greedy = dec.generate(fused, prompts, num_beams=1, **kw)
+    beam = dec.generate(fused, prompts, num_beams=4, **kw)
+    assert greedy != beam                                   # beams change what a copy-head model writes
+
+    def loglik(seqs):                                       # log p(tokens | prompt) under the mixture
+        nll = dec.loss(fused, prompts, seqs, per_sample=True)
+        return [-float(v) * len(t) for v, t in zip(nll, seqs)]
+
+    for lb, lg in zip(loglik(beam), loglik(greedy)):        # length_penalty 0: beams maximize the sum
+        assert lb >= lg - 1e-4, (lb, lg)

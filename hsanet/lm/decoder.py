@@ -21,8 +21,9 @@ the prompt's text tokens (SMILES and neighbour captions):
     p(w) = g_t softmax(W_o h_t)_w + (1 - g_t) sum_{j: x_j = w} softmax_j(q(h_t) . k(h_j) / sqrt(d)),
     g_t = sigmoid(w_g . h_t)
 
-Generation with the copy mechanism is our own greedy loop over the KV cache (transformers'
-``generate`` cannot mix in the copy distribution); beam search is available without it.
+Generation, with or without the copy mechanism, is transformers' ``generate()``: the mixture is a
+logits processor (``CopyMixture``) fed by a hook on the LM's hidden states, so greedy and beam
+search, the KV cache, n-gram blocking and length penalties all come from the library.
 """
 from __future__ import annotations
 
@@ -214,81 +215,84 @@ class CaptionDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, graph_tokens: torch.Tensor, prompts: list[list[int]], num_beams: int = 1,
                  max_new_tokens: int | None = None, no_repeat_ngram_size: int | None = None,
-                 use_cache: bool = True, min_new_tokens: int | None = None) -> list[str]:
-        """``min_new_tokens`` suppresses EOS until that many tokens exist (fixed-length benchmarks).
+                 use_cache: bool = True, min_new_tokens: int | None = None, length_penalty: float = 1.0,
+                 return_ids: bool = False) -> list[str] | list[list[int]]:
+        """Captions by transformers' ``generate()``: greedy or beam search, KV cache, n-gram blocking,
+        length penalty. With the copy head the per-step distribution is the pointer-generator mixture
+        (``CopyMixture``, a logits processor), and n-gram blocking and ``min_new_tokens`` (EOS
+        suppressed until that many tokens exist, for fixed-length benchmarks) apply to the mixture.
 
-        ``no_repeat_ngram_size`` None takes the config's decoding default.
+        ``no_repeat_ngram_size`` None takes the config's decoding default; ``return_ids`` returns the
+        token ids (EOS included where generation stopped there) instead of the text.
         """
+        from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, NoRepeatNGramLogitsProcessor
+
         if no_repeat_ngram_size is None:
             no_repeat_ngram_size = self.config.no_repeat_ngram_size
-        if self.copy is not None:
-            return self._generate_copy(graph_tokens, prompts, max_new_tokens, no_repeat_ngram_size, min_new_tokens)
-        embeds, mask, _ = self._embed(graph_tokens, prompts, left_pad=True)
-        out = self.lm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens or self.config.max_caption_tokens,
-            num_beams=num_beams, do_sample=False, eos_token_id=self.tokenizer.eos_id,
-            pad_token_id=self.tokenizer.pad_id, no_repeat_ngram_size=no_repeat_ngram_size or None,
-            use_cache=use_cache, early_stopping=True if num_beams > 1 else False, min_new_tokens=min_new_tokens,
-        )
-        return [self.tokenizer.decode([t for t in row.tolist() if t != self.tokenizer.pad_id]) for row in out]
-
-    @torch.no_grad()
-    def _generate_copy(self, graph_tokens, prompts, max_new_tokens=None, no_repeat_ngram_size=0,
-                       min_new_tokens=None) -> list[str]:
-        """Greedy decoding with the pointer-generator mixture, over the LM's KV cache."""
-        tok = self.tokenizer
-        max_new = max_new_tokens or self.config.max_caption_tokens
         embeds, mask, lengths = self._embed(graph_tokens, prompts, left_pad=True)
-        total = embeds.shape[1]
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.lm.base_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        g = graph_tokens.shape[1]
-        starts = [total - n + g for n in lengths]
-        src_h, src_ids, src_mask = self._sources(out.last_hidden_state, prompts, starts)
-        src_k = self.copy.k(src_h)
-        h = out.last_hidden_state[:, -1]
-        past = out.past_key_values
-        b = len(prompts)
-        vocab = self.lm.get_output_embeddings().weight.shape[0]
-        done = torch.zeros(b, dtype=torch.bool, device=h.device)
-        generated: list[list[int]] = [[] for _ in range(b)]
-        seen: list[dict] = [{} for _ in range(b)]
-        pos = positions[:, -1]
-        emb = self.lm.get_input_embeddings()
-        safe_ids = src_ids.clamp_min(0)
-        for step in range(max_new):
-            p_vocab = self.lm.get_output_embeddings()(h).float().softmax(-1)
-            scores = (self.copy.q(h).unsqueeze(1) @ src_k.transpose(1, 2)).squeeze(1) / src_h.shape[-1] ** 0.5
-            attn = scores.float().masked_fill(~src_mask, float("-inf")).softmax(-1)
-            p_copy = torch.zeros(b, vocab, device=h.device).scatter_add_(1, safe_ids, attn * src_mask)
-            gate = torch.sigmoid(self.copy.gate(h).float())
-            p = gate * p_vocab + (1 - gate) * p_copy
-            if min_new_tokens and step < min_new_tokens:
-                p[:, tok.eos_id] = 0
+        flags = dict(no_repeat_ngram_size=no_repeat_ngram_size or None, min_new_tokens=min_new_tokens)
+        processors = LogitsProcessorList()
+        hook = None
+        if self.copy is not None:
+            total, g = embeds.shape[1], graph_tokens.shape[1]
+            mixture = CopyMixture(self.copy, prompts, [total - n + g for n in lengths], num_beams)
+            hook = self.lm.base_model.register_forward_hook(mixture.capture)
+            processors.append(mixture)          # first: blocking and EOS suppression act on the mixture
             if no_repeat_ngram_size:
-                # n-gram blocking with a table (n-1)-gram -> next tokens seen, updated once per step
-                n = no_repeat_ngram_size
-                for i, seq in enumerate(generated):
-                    if not done[i] and len(seq) >= n - 1:
-                        banned = seen[i].get(tuple(seq[len(seq) - n + 1:]) if n > 1 else ())
-                        if banned:
-                            p[i, list(banned)] = 0
-            nxt = p.argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, tok.pad_id), nxt)
-            for i in range(b):
-                if not done[i]:
-                    generated[i].append(int(nxt[i]))
-                    seq = generated[i]
-                    if no_repeat_ngram_size and len(seq) >= no_repeat_ngram_size:
-                        n = no_repeat_ngram_size
-                        seen[i].setdefault(tuple(seq[len(seq) - n:-1]), set()).add(seq[-1])
-            done |= nxt == tok.eos_id
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=mask.device)], dim=1)
-            pos = pos + 1
-            out = self.lm.base_model(inputs_embeds=emb(nxt)[:, None], attention_mask=mask,
-                                     position_ids=pos[:, None], past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            h = out.last_hidden_state[:, -1]
-        return [tok.decode([t for t in seq if t not in (tok.eos_id, tok.pad_id)]) for seq in generated]
+                processors.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
+            if min_new_tokens:
+                processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, self.tokenizer.eos_id))
+            flags = dict(no_repeat_ngram_size=None, min_new_tokens=None)
+        try:
+            out = self.lm.generate(
+                inputs_embeds=embeds, attention_mask=mask,
+                max_new_tokens=max_new_tokens or self.config.max_caption_tokens, num_beams=num_beams,
+                do_sample=False, eos_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,
+                use_cache=use_cache, early_stopping=True if num_beams > 1 else False, length_penalty=length_penalty,
+                logits_processor=processors, **flags)
+        finally:
+            if hook is not None:
+                hook.remove()
+        tok = self.tokenizer
+        rows = [row.tolist() for row in out]
+        rows = [r[: r.index(tok.eos_id) + 1] if tok.eos_id in r else [t for t in r if t != tok.pad_id] for r in rows]
+        if return_ids:
+            return rows
+        return [tok.decode([t for t in r if t not in (tok.pad_id, tok.eos_id)]) for r in rows]
+
+
+class CopyMixture:
+    """The pointer-generator mixture as a transformers logits processor (lm/decoder.py docstring):
+
+        log p(w) = log( g_t softmax(scores)_w + (1 - g_t) sum_{j: x_j = w} a_tj )
+
+    ``capture``, a forward hook on the LM's base model, keeps its last hidden states: on the first
+    (prefill) call those of the prompt, from which the copy keys and source ids are taken, then the
+    new position's at every step. Rows are samples x beams in ``generate()``'s order (sample-major),
+    and beams of one sample share its source. ``scores`` may be logits (greedy) or log-probabilities
+    (beam search): the softmax of either is the LM's distribution.
+    """
+
+    def __init__(self, head: CopyHead, prompts: list[list[int]], starts: list[int], num_beams: int) -> None:
+        self.head, self.num_beams = head, num_beams
+        self.prompts = [p for p in prompts for _ in range(num_beams)]
+        self.starts = [s for s in starts for _ in range(num_beams)]
+        self.src_k = self.src_ids = self.src_mask = self.h = None
+
+    def capture(self, module, args, output) -> None:
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        if self.src_k is None:
+            src_h, self.src_ids, self.src_mask = CaptionDecoder._sources(hidden, self.prompts, self.starts)
+            self.src_k = self.head.k(src_h)
+            self.width = src_h.shape[-1]
+        self.h = hidden[:, -1]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        h = self.h
+        att = (self.head.q(h).unsqueeze(1) @ self.src_k.transpose(1, 2)).squeeze(1) / self.width ** 0.5
+        att = att.float().masked_fill(~self.src_mask, float("-inf")).softmax(-1)
+        p_copy = torch.zeros_like(scores, dtype=torch.float32).scatter_add_(
+            1, self.src_ids.clamp_min(0), att * self.src_mask)
+        gate = torch.sigmoid(self.head.gate(h).float())
+        p = gate * scores.float().softmax(-1) + (1 - gate) * p_copy
+        return torch.log(p).to(scores.dtype)
