@@ -64,3 +64,14 @@ def test_app_flags_parse(flag):
 
     args = build_parser().parse_args(["bench", "--quick", flag])
     assert args.app is (flag == "--app")
+
+
+def test_gpu_check_script_is_valid_bash():
+    """scripts/gpu_check.sh runs only on a GPU machine; here its syntax is checked (bash -n)."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    assert script.exists()
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
