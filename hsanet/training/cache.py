@@ -46,8 +46,7 @@ def cache_key(parts: dict) -> str:
 def decoder_signature(model) -> dict:
     """The settings that change prompts and targets: the tokenizer's vocabulary and the config."""
     c = model.config
-    vocab = json.dumps(sorted(model.tokenizer.tok.get_vocab().items()) if model.tokenizer.tok is not None
-                       else [len(model.tokenizer)])
+    vocab = json.dumps(sorted(model.tokenizer.vocab().items()))
     return {"vocab": hashlib.sha256(vocab.encode()).hexdigest()[:16], "max_atoms": c.max_atoms,
             "max_smiles_tokens": c.max_smiles_tokens, "max_ref_tokens": c.max_ref_tokens,
             "max_caption_tokens": c.max_caption_tokens, "retrieval_k": c.retrieval_k,

@@ -104,6 +104,18 @@ def _trainer(train: dict, out: Path, callbacks: list, steps_per_epoch: int):
     return L.Trainer(**kwargs), precision
 
 
+LM_KEYS = ("lm_type", "lm_path", "lm_gguf_file", "lora_rank", "lm_dim", "lm_layers", "lm_heads")
+
+
+def _new_tokenizer(config: HSANetConfig, fit_rows, train: dict) -> TextTokenizer:
+    """A pretrained LM's own tokenizer, or a BPE trained on the training SMILES and captions."""
+    if config.lm_type == "local":
+        from ..lm.decoder import resolve_lm_path
+
+        return TextTokenizer.from_hf_folder(resolve_lm_path(config.lm_path), config.lm_gguf_file)
+    return TextTokenizer.train(list(fit_rows[0]) + list(fit_rows[1]), vocab_size=train["vocab_size"])
+
+
 def _splits(train: dict):
     """(training rows, selection rows, pool rows, description) as ChebiSplit-like triples."""
     data_dir = train["data_dir"] or None
@@ -157,13 +169,17 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
     folder = Path(train.get("cache_dir") or cache.default_cache_dir())
 
     tr_split, va_split, tr_path, va_path = _splits(train)
-    init = None
+    init, new_lm = None, False
     if train["init"]:
         init = HSANet.from_pretrained(train["init"], device="cpu")
         init.load_decoder()
         config = init.config
+        # another language model on the trained graph side: a new decoder (and its tokenizer)
+        new_lm = any(k in model_over and model_over[k] != getattr(config, k) for k in LM_KEYS)
         for key, value in model_over.items():
             setattr(config, key, value)
+        if new_lm:
+            config.vocab_size = 0
         config.validate()
     else:
         config = HSANetConfig(**model_over)
@@ -178,16 +194,21 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
         fit_rows = (tr_split.smiles, tr_split.descriptions)
         sel_rows = (va_split.smiles, va_split.descriptions)
 
-    if init is not None:
+    if init is not None and new_lm:
+        model = HSANet(config, _new_tokenizer(config, fit_rows, train))
+        graph = {k: v for k, v in init.state_dict().items() if not k.startswith("decoder.")}
+        missing, unexpected = model.load_state_dict(graph, strict=False)
+        assert not unexpected and all(m.startswith("decoder.") for m in missing), (missing[:5], unexpected[:5])
+        print(f"graph side from {train['init']}; new language model: {config.lm_type} {config.lm_path}")
+    elif init is not None:
         model = init
         if config.copy_mechanism and model.decoder.copy is None:
             from ..lm.decoder import CopyHead
 
-            model.decoder.copy = CopyHead(model.decoder.lm.get_input_embeddings().embedding_dim)
+            model.decoder.copy = CopyHead(model.decoder.causal.get_input_embeddings().embedding_dim)
         print(f"initialized from {train['init']}")
     else:
-        tokenizer = TextTokenizer.train(list(fit_rows[0]) + list(fit_rows[1]), vocab_size=train["vocab_size"])
-        model = HSANet(config, tokenizer)
+        model = HSANet(config, _new_tokenizer(config, fit_rows, train))
 
     pool_cache: dict = {}
 
