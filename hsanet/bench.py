@@ -529,18 +529,14 @@ def _caption_train_rate(net, rep: Report, section: str, label: str, bs: int, ste
     import torch
 
     from .retrieval import FingerprintIndex
-    from .training.data import LengthGroupedSampler, build_dataset, collate, parse_rows
+    from .training.caption import prepare_dataset
+    from .training.data import LengthGroupedSampler, collate
     from .training.module import CaptionModule
 
     device = net.device.type
-    mols, caps, _ = parse_rows(smiles, caps, net.config.max_atoms)
-    if net.config.retrieval_k:
-        index = FingerprintIndex.build([m.smiles for m in mols], caps)
-        refs = [[index.captions[i] for i, _ in row] for row in
-                index.query_many([m.smiles for m in mols], k=net.config.retrieval_k, exclude_self=True)]
-    else:
-        refs = [[] for _ in mols]
-    ds = build_dataset(net, mols, caps, refs)
+    # as `hsanet train` prepares its training set (its own retrieval pool, leave-one-out), uncached
+    ds, _ = prepare_dataset(net, {"no_cache": True}, Path("."), {}, "fit", smiles, caps,
+                            lambda s=None, c=None: FingerprintIndex.build(s, c), exclude_self=True)
     order = list(LengthGroupedSampler(ds.lengths(), bs, seed=0))
     order = [o for o in order if len(o) == bs]
     while len(order) < steps + warmup:

@@ -49,28 +49,28 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     start = time.time()
     # long prompts first keeps batches of similar length
     order = sorted(range(len(mols)), key=lambda i: -len(mols[i].smiles))
-    outs = [""] * len(mols)
-    if devices:
+
+    def caption(chunk):
+        return model.generate_captions(chunk, num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
+                                       batch_size=batch_size)
+
+    ordered = [mols[i] for i in order]
+    if devices:                     # Lightning's predict loop; only rank 0 gets the captions back
         from .predict import predict_rows
 
-        got = predict_rows(model, [mols[i] for i in order],
-                           lambda chunk: model.generate_captions(chunk, num_beams=num_beams, batch_size=batch_size,
-                                                                 no_repeat_ngram_size=no_repeat_ngram_size),
-                           batch_size=batch_size, devices=devices, strategy=strategy, num_nodes=num_nodes)
-        if got is None:                 # not rank 0
+        got = predict_rows(model, ordered, caption, batch_size=batch_size, devices=devices, strategy=strategy,
+                           num_nodes=num_nodes)
+        if got is None:
             return None
-        for i, c in zip(order, got):
-            outs[i] = c
-        order = []
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        caps = model.generate_captions([mols[i] for i in idx], num_beams=num_beams,
-                                       no_repeat_ngram_size=no_repeat_ngram_size, batch_size=batch_size)
-        for i, c in zip(idx, caps):
-            outs[i] = c
-        done = min(b + batch_size, len(order))
-        print(f"\rcaptioned {done}/{len(order)} ({time.time() - start:.0f} s)", end="", flush=True)
-    print()
+    else:
+        got = []
+        for b in range(0, len(ordered), batch_size):
+            got += caption(ordered[b:b + batch_size])
+            print(f"\rcaptioned {len(got)}/{len(ordered)} ({time.time() - start:.0f} s)", end="", flush=True)
+        print()
+    outs = [""] * len(mols)
+    for i, c in zip(order, got):
+        outs[i] = c
     gen_seconds = time.time() - start
     metrics = caption_metrics(references, outs, data_dir)
     metrics.update({"split": split, "checkpoint": str(checkpoint), "num_beams": num_beams,

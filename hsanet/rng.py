@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-_MASK_31 = (1 << 31) - 1
 _MASK_34 = (1 << 34) - 1
 _MASK_37 = (1 << 37) - 1
 _GOLDEN = -7046029254386353131          # 0x9E3779B97F4A7C15 as a signed int64

@@ -89,6 +89,17 @@ def build_causal_lm(config: HSANetConfig, tokenizer: TextTokenizer) -> nn.Module
     return LlamaForCausalLM(cfg)
 
 
+def _ragged(ids: list[list[int]], fill: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged id lists as one right-padded (B, T) long tensor (``fill`` in the padding) and its
+    (B, T) validity mask."""
+    n = torch.tensor([len(x) for x in ids], device=device)
+    t_max = int(n.max()) if len(ids) else 0
+    valid = torch.arange(t_max, device=device)[None, :] < n[:, None]
+    out = torch.full((len(ids), t_max), fill, dtype=torch.long, device=device)
+    out[valid] = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
+    return out, valid
+
+
 class CopyHead(nn.Module):
     """Pointer-generator head: copy attention over source positions and the generate/copy gate."""
 
@@ -102,7 +113,11 @@ class CopyHead(nn.Module):
 
     def attention(self, h: torch.Tensor, src_h: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         """h (B, T, W), src_h (B, S, W), src_mask (B, S) -> copy weights (B, T, S)."""
-        scores = self.q(h) @ self.k(src_h).transpose(1, 2) / src_h.shape[-1] ** 0.5
+        return self.attend(h, self.k(src_h), src_mask)
+
+    def attend(self, h: torch.Tensor, src_k: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """``attention`` with the source keys ``k(src_h)`` already computed (generation reuses them)."""
+        scores = self.q(h) @ src_k.transpose(1, 2) / src_k.shape[-1] ** 0.5
         return scores.float().masked_fill(~src_mask[:, None, :], float("-inf")).softmax(-1)
 
 
@@ -128,15 +143,10 @@ class CaptionDecoder(nn.Module):
 
     # ---- prompts ---------------------------------------------------------------------------
     def prompt_ids(self, smiles: str, references: list[str] | None = None) -> list[int]:
-        tok, cfg = self.tokenizer, self.config
-        ids = tok.marker("<smi>") + tok.encode(smiles)[: cfg.max_smiles_tokens]
-        for ref in (references or [])[: cfg.retrieval_k]:
-            ids += tok.marker("<ref>") + tok.encode(ref)[: cfg.max_ref_tokens]
-        ids += tok.marker("<ins>") + tok.encode(cfg.instruction) + tok.marker("<cap>")
-        return ids
+        return self.prompt_ids_many([smiles], [references or []])[0]
 
     def target_ids(self, caption: str) -> list[int]:
-        return self.tokenizer.encode(caption)[: self.config.max_caption_tokens] + [self.tokenizer.eos_id]
+        return self.target_ids_many([caption])[0]
 
     def prompt_ids_many(self, smiles: list[str], references: list[list[str]]) -> list[list[int]]:
         """``prompt_ids`` for many molecules, with one batched tokenizer call per kind of text."""
@@ -168,11 +178,8 @@ class CaptionDecoder(nn.Module):
         emb = self.causal.get_input_embeddings()
         g = self.graph_proj(graph_tokens)                                    # (B, G, width)
         device, b, n_graph = g.device, g.shape[0], g.shape[1]
-        n_text = torch.tensor([len(x) for x in ids], device=device)
-        t_max = int(n_text.max()) if len(ids) else 0
-        text = torch.full((b, t_max), self.tokenizer.pad_id, dtype=torch.long, device=device)
-        valid = torch.arange(t_max, device=device)[None, :] < n_text[:, None]
-        text[valid] = torch.tensor([t for x in ids for t in x], dtype=torch.long, device=device)
+        text, valid = _ragged(ids, self.tokenizer.pad_id, device)
+        n_text, t_max = valid.sum(1), text.shape[1]
         seq = torch.cat([g, emb(text) * valid.unsqueeze(-1).to(g.dtype)], dim=1)      # right-aligned
         mask = torch.cat([torch.ones(b, n_graph, dtype=torch.long, device=device), valid.long()], dim=1)
         lengths = [n_graph + len(x) for x in ids]
@@ -205,15 +212,12 @@ class CaptionDecoder(nn.Module):
         hidden = self.body(inputs_embeds=embeds).last_hidden_state
         device, n_graph = hidden.device, graph_tokens.shape[1]
         n_prompt = torch.tensor([len(p) for p in prompts], device=device)
-        n_target = torch.tensor([len(t) for t in targets], device=device)
-        t_max = int(n_target.max())
-        steps = torch.arange(t_max, device=device)[None, :]
-        valid = steps < n_target[:, None]                                    # (B, T)
+        labels_grid, valid = _ragged(targets, 0, device)                     # (B, T)
+        n_target = valid.sum(1)
+        steps = torch.arange(labels_grid.shape[1], device=device)[None, :]
         # the hidden state at position first-1+j predicts caption token j (first = G + len(prompt))
         cols = (n_graph + n_prompt[:, None] - 1 + steps).clamp(max=hidden.shape[1] - 1)
         h_grid = hidden.gather(1, cols.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))    # (B, T, W)
-        labels_grid = torch.zeros(valid.shape, dtype=torch.long, device=device)
-        labels_grid[valid] = torch.tensor([t for ts in targets for t in ts], dtype=torch.long, device=device)
         h = h_grid[valid]                                                    # (N, W), sample-major
         labels_t = labels_grid[valid]
         row_t = valid.nonzero()[:, 0]
@@ -239,14 +243,10 @@ class CaptionDecoder(nn.Module):
     def _sources(hidden: torch.Tensor, prompts: list[list[int]], starts: list[int]):
         """Hidden states, ids and mask of each sample's prompt text tokens (the copy sources)."""
         device = hidden.device
-        n = torch.tensor([len(p) for p in prompts], device=device)
-        smax = int(n.max())
-        src_mask = torch.arange(smax, device=device)[None, :] < n[:, None]              # (B, S)
-        pos = (torch.tensor(starts, device=device)[:, None] + torch.arange(smax, device=device)[None, :])
+        src_ids, src_mask = _ragged(prompts, -1, device)                     # (B, S)
+        pos = torch.tensor(starts, device=device)[:, None] + torch.arange(src_ids.shape[1], device=device)[None, :]
         pos = pos.clamp(max=hidden.shape[1] - 1)
         src_h = hidden.gather(1, pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])) * src_mask.unsqueeze(-1).to(hidden.dtype)
-        src_ids = torch.full((len(prompts), smax), -1, dtype=torch.long, device=device)
-        src_ids[src_mask] = torch.tensor([t for p in prompts for t in p], dtype=torch.long, device=device)
         return src_h, src_ids, src_mask
 
     # ---- inference -------------------------------------------------------------------------
@@ -312,7 +312,7 @@ class CopyMixture:
     """
 
     def __init__(self, head: CopyHead, prompts: list[list[int]], starts: list[int], num_beams: int) -> None:
-        self.head, self.num_beams = head, num_beams
+        self.head = head
         self.prompts = [p for p in prompts for _ in range(num_beams)]
         self.starts = [s for s in starts for _ in range(num_beams)]
         self.src_k = self.src_ids = self.src_mask = self.h = None
@@ -322,13 +322,11 @@ class CopyMixture:
         if self.src_k is None:
             src_h, self.src_ids, self.src_mask = CaptionDecoder._sources(hidden, self.prompts, self.starts)
             self.src_k = self.head.k(src_h)
-            self.width = src_h.shape[-1]
         self.h = hidden[:, -1]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         h = self.h
-        att = (self.head.q(h).unsqueeze(1) @ self.src_k.transpose(1, 2)).squeeze(1) / self.width ** 0.5
-        att = att.float().masked_fill(~self.src_mask, float("-inf")).softmax(-1)
+        att = self.head.attend(h.unsqueeze(1), self.src_k, self.src_mask).squeeze(1)      # (rows, S)
         p_copy = torch.zeros_like(scores, dtype=torch.float32).scatter_add_(
             1, self.src_ids.clamp_min(0), att * self.src_mask)
         gate = torch.sigmoid(self.head.gate(h).float())

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import HSANetConfig
+from ..config import ConfigError, HSANetConfig
 from ..data.chebi import chebi_path, holdout_split, read_chebi_file
 from ..lm import TextTokenizer
 from ..model import HSANet
@@ -117,7 +117,8 @@ def _new_tokenizer(config: HSANetConfig, fit_rows, train: dict) -> TextTokenizer
 
 
 def _splits(train: dict):
-    """(training rows, selection rows, pool rows, description) as ChebiSplit-like triples."""
+    """(training split, selection split or None, their file paths): selection is None when both
+    are the same file (the held-out setting)."""
     data_dir = train["data_dir"] or None
     tr_name, va_name = train.get("train_split") or "train", train.get("val_split") or "validation"
     tr_path = chebi_path(tr_name, data_dir)
@@ -133,9 +134,12 @@ def _splits(train: dict):
     return tr, va, tr_path, va_path
 
 
-def _prepare(model, train: dict, folder: Path, sig: dict, name: str, smiles, captions, pool_fn,
-             exclude_self: bool) -> tuple[CaptionDataset, list]:
-    """Parse, featurize, retrieve and tokenize ``smiles``/``captions``, or read them from the cache."""
+def prepare_dataset(model, train: dict, folder: Path, sig: dict, name: str, smiles, captions, pool_fn,
+                    exclude_self: bool) -> tuple[CaptionDataset, list]:
+    """Parse, featurize, retrieve and tokenize ``smiles``/``captions``, or read them from the cache.
+
+    ``pool_fn(smiles, captions)`` gives the retrieval pool; for ``name == "fit"`` (the training
+    set, its own pool) it is called with the molecules just parsed, otherwise without arguments."""
     key = cache.cache_key({**sig, "name": name, "exclude_self": exclude_self})
     hit = cache.load_dataset(folder, key) if not train.get("no_cache") else None
     if hit is not None:
@@ -144,7 +148,7 @@ def _prepare(model, train: dict, folder: Path, sig: dict, name: str, smiles, cap
     mols, caps, skipped = parse_rows(smiles, captions, model.config.max_atoms)
     k = model.config.retrieval_k
     if k:
-        pool = pool_fn()
+        pool = pool_fn([m.smiles for m in mols], caps) if name == "fit" else pool_fn()
         hits = pool.query_many([m.smiles for m in mols], k=k, exclude_self=exclude_self)
         refs = [[pool.captions[i] for i, _ in row] for row in hits]
     else:
@@ -198,7 +202,10 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
         model = HSANet(config, _new_tokenizer(config, fit_rows, train))
         graph = {k: v for k, v in init.state_dict().items() if not k.startswith("decoder.")}
         missing, unexpected = model.load_state_dict(graph, strict=False)
-        assert not unexpected and all(m.startswith("decoder.") for m in missing), (missing[:5], unexpected[:5])
+        if unexpected or any(not m.startswith("decoder.") for m in missing):
+            raise ConfigError(f"--init {train['init']}: its graph side does not fit this config "
+                              f"(missing {[m for m in missing if not m.startswith('decoder.')][:5]}, "
+                              f"unexpected {unexpected[:5]}); keep the graph-side settings of the checkpoint")
         print(f"graph side from {train['init']}; new language model: {config.lm_type} {config.lm_path}")
     elif init is not None:
         model = init
@@ -212,17 +219,20 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
 
     pool_cache: dict = {}
 
-    def pool() -> FingerprintIndex:          # the training molecules (built only when needed)
+    def pool(smiles=None, captions=None) -> FingerprintIndex:
+        """The training molecules as the retrieval pool, built once and only when needed: from the
+        molecules the training set was just parsed into, or from the prepared (cached) set."""
         if "index" not in pool_cache:
-            mols, caps, _ = parse_rows(list(fit_rows[0]), list(fit_rows[1]), config.max_atoms)
-            pool_cache["index"] = FingerprintIndex.build([m.smiles for m in mols], caps)
+            if smiles is None:
+                smiles, captions = [it.smiles for it in tr_ds.items], [it.caption for it in tr_ds.items]
+            pool_cache["index"] = FingerprintIndex.build(smiles, captions)
         return pool_cache["index"]
 
     sig = {**cache.decoder_signature(model), "train_file": cache.file_hash(tr_path), "limit": train["limit"],
            "legacy": legacy, "holdout": train["holdout"] if legacy else 0, "split_seed": train["split_seed"]}
-    tr_ds, skipped = _prepare(model, train, folder, sig, "fit", *fit_rows, pool, exclude_self=True)
+    tr_ds, skipped = prepare_dataset(model, train, folder, sig, "fit", *fit_rows, pool, exclude_self=True)
     va_sig = dict(sig, val_file=cache.file_hash(va_path) if va_path else "", val_limit=train.get("val_limit", 0))
-    va_ds, va_skipped = _prepare(model, train, folder, va_sig, "select", *sel_rows, pool, exclude_self=False)
+    va_ds, _ = prepare_dataset(model, train, folder, va_sig, "select", *sel_rows, pool, exclude_self=False)
     for row, why in skipped:
         print(f"skipped training row {row}: {why}")
     what = (f"ChEBI-20 {tr_split.name} ({len(tr_ds)} for training, {len(va_ds)} of it held out)" if legacy else
