@@ -313,31 +313,14 @@ class StillWorking(RuntimeError):
     """A lookup (ChEBI-20 index, caption scores) is still running in the background."""
 
 
-def _build_chebi_index(data_folder: str):
-    from rdkit import Chem, rdBase
-
-    from hsanet.data.chebi import load_chebi
-
-    index: dict[str, tuple[str, str, str]] = {}
-    try:
-        splits = [load_chebi(s, data_folder) for s in ("validation", "test")]
-    except (FileNotFoundError, OSError, ValueError):
-        return None
-    with rdBase.BlockLogs():
-        for split in splits:
-            for cid, smi, desc in zip(split.cids, split.smiles, split.descriptions):
-                mol = Chem.MolFromSmiles(smi)
-                if mol is not None:
-                    index.setdefault(Chem.MolToSmiles(mol), (split.name, cid, desc))
-    return index
-
-
 @st.cache_resource(show_spinner="Indexing ChEBI-20 descriptions (once per server process)…")
 def _chebi_index(data_folder: str):
     """canonical SMILES -> (split, CID, description), or None when the shared data is absent.
     Built in the background; raises StillWorking while it is not ready (nothing is cached then)."""
     try:
-        return run_with_budget(("chebi", data_folder), lambda: _build_chebi_index(data_folder), LOOKUP_BUDGET_S)
+        from hsanet.data.chebi import description_index
+
+        return run_with_budget(("chebi", data_folder), lambda: description_index(data_folder), LOOKUP_BUDGET_S)
     except BudgetExceeded:
         raise StillWorking("ChEBI-20 is still being indexed (the first time only)") from None
 

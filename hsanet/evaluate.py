@@ -10,6 +10,7 @@ above the interactive atom limit are still captioned here (the limit guards the 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ def _write(out: Path, smiles, refs, outs, metrics: dict) -> None:
 def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None, num_beams: int = 1,
                         batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int | None = None,
                         smiles=None, references=None, devices: int | str = 0, strategy: str = "auto",
-                        num_nodes: int = 1) -> dict | None:
+                        num_nodes: int = 1, rerank: bool | None = None) -> dict | None:
     """Caption a ChEBI-20 split (or given SMILES/references) and score it.
 
     With ``devices`` (>= 1) the captions are generated under Lightning's predict loop on that many
@@ -52,7 +53,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
 
     def caption(chunk):
         return model.generate_captions(chunk, num_beams=num_beams, no_repeat_ngram_size=no_repeat_ngram_size,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, rerank=rerank)
 
     ordered = [mols[i] for i in order]
     if devices:                     # Lightning's predict loop; only rank 0 gets the captions back
@@ -75,7 +76,10 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     metrics = caption_metrics(references, outs, data_dir)
     metrics.update({"split": split, "checkpoint": str(checkpoint), "num_beams": num_beams,
                     "no_repeat_ngram_size": (model.config.no_repeat_ngram_size if no_repeat_ngram_size is None
-                                             else no_repeat_ngram_size), "generation_seconds": round(gen_seconds, 1)})
+                                             else no_repeat_ngram_size),
+                    "rerank": model.config.rerank if rerank is None else rerank,
+                    "retrieval_k": model.config.retrieval_k, "copy_mechanism": model.config.copy_mechanism,
+                    "generation_seconds": round(gen_seconds, 1)})
     if out:
         _write(Path(out), smiles, references, outs, metrics)
     return metrics
@@ -91,7 +95,8 @@ def cmd_evaluate(args) -> int:
 
         result = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.split, args.data_dir, args.out,
                                      args.beams, args.batch_size, args.limit, args.no_repeat_ngram,
-                                     devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes)
+                                     devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+                                     rerank=args.rerank)
         if result is None:              # another rank of a --devices run: rank 0 reports
             return 0
     print(json.dumps(result, indent=2))
@@ -105,14 +110,35 @@ def cmd_baseline(args) -> int:
 
     pool = load_chebi(args.pool, args.data_dir)
     target = load_chebi(args.split, args.data_dir)
-    preds = retrieval_baseline(pool.smiles, pool.descriptions, target.smiles)
+    if args.limit:
+        target = target.head(args.limit)
+    preds, sims = retrieval_baseline(pool.smiles, pool.descriptions, target.smiles, with_similarity=True)
     metrics = caption_metrics(target.descriptions, preds, args.data_dir)
     metrics.update({"baseline": "retrieval (Morgan r=2, 2048 bits, Tanimoto, top-1)", "pool": args.pool,
-                    "split": args.split})
+                    "split": args.split, "limit": args.limit})
+    if args.versus:
+        metrics["versus"] = _versus(args.versus, target, preds, sims, args.data_dir)
     if args.out:
         _write(Path(args.out), target.smiles, target.descriptions, preds, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _versus(path, target, baseline: list[str], sims: list[float], data_dir) -> dict:
+    """Head to head of a predictions TSV against the baseline on the same split, row by row."""
+    from .cli import UsageError
+    from .metrics.captions import clean_field, head_to_head, read_predictions
+
+    try:
+        smiles, _, outs = read_predictions(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if smiles != [clean_field(s) for s in target.smiles]:
+        raise UsageError(f"{path} does not hold the {len(target.smiles)} rows of this split in order "
+                        f"({len(smiles)} rows); write it with hsanet evaluate --split ... --out")
+    result = head_to_head(target.descriptions, outs, baseline, sims, data_dir)
+    result["predictions"] = str(path)
+    return result
 
 
 def _device_flags(p) -> None:
@@ -134,6 +160,9 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--no-repeat-ngram", dest="no_repeat_ngram", type=int, default=None,
                    help="block repeated n-grams (default: the checkpoint's decoding setting)")
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="return the likeliest of the generated caption and the neighbours' captions "
+                        "(default: the checkpoint's decoding setting)")
     _device_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -143,5 +172,9 @@ def register(sub) -> None:
                    help="split whose captions are retrieved: the training data (default train, the standard protocol)")
     b.add_argument("--split", default="test")
     b.add_argument("--out")
+    b.add_argument("--limit", type=int, default=0, help="only the first N molecules of --split (0 = all)")
+    b.add_argument("--versus", metavar="PREDICTIONS_TSV",
+                   help="also compare a model's predictions (hsanet evaluate --out) with the baseline molecule by "
+                        "molecule: win/tie/loss on sentence BLEU-4, by the top neighbour's similarity")
     b.add_argument("--data-dir", dest="data_dir")
     b.set_defaults(func=cmd_baseline)

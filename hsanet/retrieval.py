@@ -269,7 +269,7 @@ class FingerprintIndex:
 
 
 def retrieval_baseline(train_smiles: Sequence[str], train_captions: Sequence[str],
-                       test_smiles: Sequence[str]) -> list[str]:
+                       test_smiles: Sequence[str], with_similarity: bool = False):
     """Caption each test molecule with the caption of its most similar training molecule.
 
     Parameters
@@ -282,8 +282,12 @@ def retrieval_baseline(train_smiles: Sequence[str], train_captions: Sequence[str
     Returns
     -------
     list[str]
-        One caption per test molecule.
+        One caption per test molecule; with ``with_similarity`` also the list of the top
+        neighbour's Tanimoto similarity (NaN where the molecule did not parse).
     """
     index = FingerprintIndex.build(train_smiles, train_captions)
-    return [index.captions[hits[0][0]] if hits else ""
-            for hits in index.query_many(test_smiles, k=1)]
+    hits = index.query_many(test_smiles, k=1)
+    captions = [index.captions[h[0][0]] if h else "" for h in hits]
+    if with_similarity:
+        return captions, [h[0][1] if h else float("nan") for h in hits]
+    return captions

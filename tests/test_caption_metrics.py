@@ -148,3 +148,25 @@ def test_rescoring_matches_molt5_paper(name, wordnet_ready):
         k: (round(scores[k], 4), p) for k, p in zip(KEYS, PAPER[name]) if abs(scores[k] - p) > TOLERANCE[k]
     }
     assert not misses, f"{name}: (ours, paper) outside tolerance: {misses}"
+
+
+# ----------------------------------------------------------------------------- head to head
+def test_head_to_head_counts_wins_ties_losses_by_similarity():
+    ref = "The molecule is a monocarboxylic acid that is acetic acid substituted by a phenyl group."
+    good = ref
+    bad = "The molecule is a steroid."
+    refs = [ref] * 4
+    model = [good, bad, good, good]
+    base = [bad, good, good, bad]
+    sims = [0.9, 0.3, 0.5, float("nan")]           # NaN: the molecule did not parse -> lowest bin
+    out = captions.head_to_head(refs, model, base, sims)
+    o = out["overall"]
+    assert o["n"] == 4 and (o["win"], o["tie"], o["loss"]) == (0.5, 0.25, 0.25)
+    assert o["model_bleu4"] > o["baseline_bleu4"]
+    by = {tuple(b["similarity"]): b for b in out["bins"]}
+    assert by[(0.0, 0.4)]["n"] == 2 and by[(0.0, 0.4)]["win"] == 0.5 and by[(0.0, 0.4)]["loss"] == 0.5
+    assert by[(0.4, 0.6)]["tie"] == 1.0
+    assert by[(0.6, 0.8)] == {"similarity": [0.6, 0.8], "n": 0}
+    assert by[(0.8, 1.0)]["win"] == 1.0
+    with pytest.raises(ValueError):
+        captions.head_to_head(refs, model[:3], base, sims)

@@ -60,7 +60,7 @@ def test_chebi_reads_quotes_fixes_backslashes_and_reports_skipped(chebi_dir):
 
 
 def test_chebi_train_missing_explains(chebi_dir):
-    with pytest.raises(FileNotFoundError, match="not available offline"):
+    with pytest.raises(FileNotFoundError, match="train.txt .*HSANET_DATA"):
         load_chebi("train", data_dir=chebi_dir)
     with pytest.raises(FileNotFoundError, match="test"):
         load_chebi("test", data_dir=chebi_dir)
@@ -309,3 +309,18 @@ def test_to_safe_csv_round_trip():
 def test_modules_have_docstrings():
     for module in (chebi, moleculenet, splits, tables):
         assert module.__doc__ and len(module.__doc__) > 100
+
+
+def test_description_index_covers_every_split_present(tmp_path):
+    from hsanet.data.chebi import description_index
+
+    folder = tmp_path / "chebi20"
+    folder.mkdir()
+    rows = {"train": [("1", "OCC", "Ethanol, from train.")], "test": [("2", "c1ccccc1", "Benzene, from test."),
+                                                                      ("3", "CCO", "Ethanol again.")]}
+    for name, body in rows.items():
+        (folder / f"{name}.txt").write_text("CID\tSMILES\tdescription\n" + "".join("\t".join(r) + "\n" for r in body))
+    index = description_index(tmp_path)
+    assert index["CCO"] == ("train", "1", "Ethanol, from train.")      # first split wins; SMILES canonical
+    assert index["c1ccccc1"] == ("test", "2", "Benzene, from test.")
+    assert description_index(tmp_path / "absent") is None

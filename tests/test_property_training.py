@@ -68,3 +68,21 @@ def test_train_property_tiny_run(tiny_checkpoint, tmp_path):
     assert 0.0 <= res["mean"] <= 1.0 and res["std"] == 0.0      # a convex fit: the seeds agree
     p = model.analyze(ASPIRIN, caption=False).properties
     assert set(p) == {"BBBP/p_np"} and 0.0 <= p["BBBP/p_np"] <= 1.0
+
+
+@pytest.mark.skipif(not (data_dir() / "moleculenet" / "BBBP.csv").exists(), reason="MoleculeNet BBBP not in the shared data")
+def test_train_property_over_split_seeds(tiny_checkpoint, tmp_path, capsys):
+    from hsanet.cli import main
+
+    out = tmp_path / "prop"
+    assert main(["train", "--task", "property", "--init", str(tiny_checkpoint), "--datasets", "BBBP",
+                 "--seeds", "1", "--split-seeds", "0,1", "--out", str(out), "--threads", "1"]) == 0
+    props = HSANet.from_pretrained(out, device="cpu").meta["properties"]
+    res = props["results"]["BBBP"]
+    assert props["split_seeds"] == [0, 1] and len(res["per_seed"]) == 2
+    assert res["per_seed"][0] != res["per_seed"][1]          # two different scaffold splits
+    assert abs(res["mean"] - sum(res["per_seed"]) / 2) < 1e-12
+    capsys.readouterr()
+    assert main(["train", "--task", "property", "--init", str(tiny_checkpoint), "--split-seeds", "0,x",
+                 "--out", str(out)]) == 2
+    assert "--split-seeds" in capsys.readouterr().err

@@ -62,6 +62,14 @@ def body(page: Page) -> None:
                        "predicted value in the dataset's units.")
 
 
+SPLIT_NOTES = {
+    "train": "The default model was trained on this caption and its retrieval pool holds it (the molecule is "
+             "its own nearest neighbour), so a close match says little about how it describes new molecules.",
+    "validation": "The default model did not train on this caption; the validation split chose its weights.",
+    "test": "The default model never saw this caption: test molecules are only scored.",
+}
+
+
 def _chebi(tr) -> None:
     try:
         _reference_description(tr)
@@ -76,11 +84,13 @@ def _reference_description(tr) -> None:
         st.caption("ChEBI-20 data not found (`../shared/data` or `$HSANET_DATA`): no reference description.")
         return
     if entry is None:
-        st.caption("This molecule is not in ChEBI-20 (validation or test), so there is no reference description.")
+        st.caption("This molecule is not in ChEBI-20 (train, validation or test), so there is no reference "
+                   "description.")
         return
     split, cid, description = entry
     st.markdown(f"**ChEBI-20 reference description** ({split} split, PubChem CID {cid})")
     st.markdown(f"> {description}")
+    st.caption(SPLIT_NOTES.get(split, ""))
     if not tr.caption:
         return
     scores, error = state.caption_scores(description, tr.caption)

@@ -10,9 +10,9 @@ Two facts about the files shape this module (see ``shared/data/README.md``):
 - Some SMILES carry a doubled backslash (``\\\\``) where SMILES means a single ``\\`` (a
   directional bond). :func:`fix_backslashes` undoes that, so SMILES compare equal to those in the
   published MolT5 prediction files.
-- Only the validation (3,301 rows) and test (3,300 rows) splits are available offline. The
-  26,407-row train split is not, so models here train on (part of) validation and are scored on
-  test; :func:`holdout_split` makes the held-out part.
+- All three splits are in the shared data: train (26,407 rows), validation (3,301) and test
+  (3,300). The standard protocol trains on train, selects on validation and scores on test;
+  :func:`holdout_split` makes a held-out part for the older train-on-validation setting.
 
 Rows that cannot be used are never dropped silently: they are listed in ``ChebiSplit.skipped``.
 """
@@ -40,7 +40,7 @@ class ChebiSplit:
     Attributes
     ----------
     name : str
-        The split name (``"validation"`` or ``"test"``; ``"train"`` when a copy is present).
+        The split name: ``"train"``, ``"validation"`` or ``"test"``.
     cids : list[str]
         PubChem compound ids, as written in the file.
     smiles : list[str]
@@ -60,6 +60,10 @@ class ChebiSplit:
 
     def __len__(self) -> int:
         return len(self.smiles)
+
+    def head(self, n: int) -> "ChebiSplit":
+        """The first ``n`` usable pairs (as ``hsanet evaluate --limit`` takes them)."""
+        return ChebiSplit(self.name, self.cids[:n], self.smiles[:n], self.descriptions[:n], list(self.skipped))
 
 
 def fix_backslashes(smiles: str) -> str:
@@ -85,11 +89,9 @@ def chebi_path(split: str, data_dir: str | os.PathLike | None = None) -> Path:
         return path
     if split == "train":
         raise FileNotFoundError(
-            f"ChEBI-20 train split not found at {path}. The 26,407-row train file (MolT5 "
-            f"ChEBI-20_data/train.txt, git blob {TRAIN_BLOB}) is not available offline; train on "
-            "the validation split instead (hsanet.data.holdout_split holds part of it out) and "
-            "score on test. If you obtain a copy, put it there and check that "
-            f"`git hash-object train.txt` prints {TRAIN_BLOB}."
+            f"ChEBI-20 train split not found at {path}. It is MolT5's ChEBI-20_data/train.txt (26,407 "
+            f"rows, git blob {TRAIN_BLOB}, as in ../shared/data); point --data-dir or HSANET_DATA at the "
+            "folder that holds chebi20/, or train on the validation split (--train-split validation)."
         )
     raise FileNotFoundError(
         f"ChEBI-20 {split} split not found at {path}. Point --data-dir or HSANET_DATA at the "
@@ -150,8 +152,8 @@ def load_chebi(split: str, data_dir: str | os.PathLike | None = None) -> ChebiSp
     Parameters
     ----------
     split : str
-        ``"validation"`` (3,301 pairs) or ``"test"`` (3,300 pairs). ``"train"`` raises a
-        ``FileNotFoundError`` explaining that it is not available offline, unless a copy was added.
+        ``"train"`` (26,407 rows), ``"validation"`` (3,301) or ``"test"`` (3,300). A missing file
+        raises ``FileNotFoundError`` saying where it was looked for and how to point there.
     data_dir : path-like, optional
         The data folder (default: ``hsanet.paths.data_dir()``).
 
@@ -190,3 +192,28 @@ def holdout_split(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndar
     order = np.random.default_rng(seed).permutation(n)
     n_held = int(round(fraction * n))
     return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def description_index(data_dir: str | os.PathLike | None = None,
+                      splits: tuple[str, ...] = SPLITS) -> dict[str, tuple[str, str, str]] | None:
+    """Canonical SMILES -> (split, CID, description) over the ChEBI-20 splits present.
+
+    A molecule in several splits keeps its first (in ``splits`` order). Returns None when no
+    split file is found (the shared data is absent); a missing split is left out.
+    """
+    index: dict[str, tuple[str, str, str]] = {}
+    found = []
+    for name in splits:
+        try:
+            found.append(load_chebi(name, data_dir))
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+    if not found:
+        return None
+    with rdBase.BlockLogs():
+        for split in found:
+            for cid, smi, desc in zip(split.cids, split.smiles, split.descriptions):
+                mol = Chem.MolFromSmiles(smi)
+                if mol is not None:
+                    index.setdefault(Chem.MolToSmiles(mol), (split.name, cid, desc))
+    return index

@@ -16,7 +16,7 @@ TRAIN_DEFAULTS = {
     "task": "caption", "out": "runs/caption", "max_minutes": 60.0, "epochs": 100, "batch_size": 16,
     "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.01, "seed": 0, "holdout": 0.1, "limit": 0,
     "vocab_size": 6000, "val_every": 1, "patience": 6, "threads": 0, "datasets": "BBBP,BACE,ClinTox",
-    "init": "", "split_seed": 0, "resume": "", "data_dir": "", "precision": "", "seeds": 3, "head_epochs": 60,
+    "init": "", "split_seed": 0, "split_seeds": "", "resume": "", "data_dir": "", "precision": "", "seeds": 3, "head_epochs": 60,
     "readout": "levels", "head_hidden": 0,
     # engine (caption task)
     "train_split": "train", "val_split": "validation", "val_limit": 0, "cache_dir": "", "no_cache": False,
@@ -102,6 +102,9 @@ def register(sub) -> None:
     p.add_argument("--head-hidden", dest="head_hidden", type=int,
                    help="property task: hidden units of the heads (0 = linear, logistic regression; default)")
     p.add_argument("--split-seed", dest="split_seed", type=int, help="property task: scaffold split seed")
+    p.add_argument("--split-seeds", dest="split_seeds",
+                   help="property task: several scaffold split seeds, comma-separated (e.g. 0,1,2; 0 is Hu et al.'s "
+                        "deterministic split); mean and std over them, heads of the first saved")
     p.add_argument("--resume", help="continue an interrupted run: its OUT/last.ckpt (same data and options)")
     p.add_argument("--data-dir", dest="data_dir", help="data folder (default ../shared/data or $HSANET_DATA)")
     p.add_argument("--precision", help="Lightning precision: 32-true, bf16-mixed, ... (default: bf16-mixed on a "

@@ -10,6 +10,8 @@ standardization is folded into the saved linear layer. It is a convex fit, so th
 same heads; with ``--head-hidden N`` an MLP is trained per seed with Lightning.
 Protocol of Hu et al. (2020): the deterministic scaffold split (80/10/10), several training seeds,
 ROC-AUC on the test part averaged over tasks with both classes; the best epoch by validation ROC-AUC.
+``--split-seeds 0,1,2`` repeats the split (0: the deterministic one; others: Hu et al.'s random
+scaffold split) and reports mean and std over splits, the spread a convex head's seeds cannot show.
 Molecules of all datasets train one multi-task head set (labels of other datasets are missing).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 from ..chem import MoleculeError, featurize, parse
+from ..config import ConfigError
 from ..data.moleculenet import load_moleculenet
 from ..data.splits import scaffold_split
 from ..metrics.properties import roc_auc_multitask
@@ -125,6 +128,34 @@ def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, 
     return heads, best
 
 
+def split_seeds(train: dict) -> list[int]:
+    """The scaffold split seeds to run: ``--split-seeds 0,1,2`` (0 is Hu et al.'s deterministic
+    split, others their random scaffold split), else the single ``--split-seed``."""
+    text = str(train.get("split_seeds") or "").strip()
+    if not text:
+        return [int(train.get("split_seed", 0))]
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--split-seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--split-seeds takes distinct integers >= 0, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def _stack(parts, all_tasks, splits_of, which: int):
+    """Embeddings and labels (NaN where a dataset lacks a task) of one part of every dataset's split."""
+    embs, ys = [], []
+    for name, names_t, ds, emb, ok in parts:
+        idx = np.asarray(splits_of[name][which])
+        idx = idx[ok[idx]]
+        y = np.full((len(idx), len(all_tasks)), np.nan, dtype=np.float32)
+        y[:, [all_tasks.index(t) for t in names_t]] = ds.y[idx]
+        embs.append(emb[idx])
+        ys.append(y)
+    return np.concatenate(embs), np.concatenate(ys)
+
+
 def train_property(train: dict, model_over: dict) -> dict:
     from ..paths import DEFAULT_CHECKPOINT
 
@@ -138,65 +169,60 @@ def train_property(train: dict, model_over: dict) -> dict:
     model.config.validate()
     names = [n.strip() for n in train["datasets"].split(",") if n.strip()]
     data_dir = train["data_dir"] or None
+    split_list = split_seeds(train)
     tasks, parts = {}, []
-    for name in names:
+    for name in names:                  # the encoder is frozen: one embedding per molecule, whatever the split
         ds = load_moleculenet(name, data_dir)
         if ds.kind != "classification":
             raise ValueError(f"{name}: only classification datasets are supported for the embedded heads")
-        tr, va, te = scaffold_split(ds.smiles, seed=train["split_seed"])
         emb, ok = embed_smiles(model, ds.smiles)
         names_t = [f"{name}/{t}" for t in ds.task_names]
         for t in names_t:
             tasks[t] = "classification"
-        parts.append((name, names_t, ds, emb, ok, tr, va, te))
-        print(f"{name}: {len(ds)} molecules, scaffold split {len(tr)}/{len(va)}/{len(te)}")
+        parts.append((name, names_t, ds, emb, ok))
+        print(f"{name}: {len(ds)} molecules embedded")
     all_tasks = list(tasks)
-
-    def stack(which: int):
-        embs, ys = [], []
-        for _, names_t, ds, emb, ok, *splits in parts:
-            idx = np.asarray(splits[which])
-            idx = idx[ok[idx]]
-            y = np.full((len(idx), len(all_tasks)), np.nan, dtype=np.float32)
-            cols = [all_tasks.index(t) for t in names_t]
-            y[:, cols] = ds.y[idx]
-            embs.append(emb[idx])
-            ys.append(y)
-        return np.concatenate(embs), np.concatenate(ys)
-
-    emb_tr, y_tr = stack(0)
-    emb_va, y_va = stack(1)
     seeds = list(range(int(train.get("seeds", 3))))
-    per_seed, kept = [], None
-    for seed in seeds:
-        if model.config.property_hidden == 0:       # convex and deterministic: fitted once, same for every seed
+    runs, kept = [], None               # one run per (split seed, training seed)
+    for split_seed in split_list:
+        splits_of = {name: scaffold_split(ds.smiles, seed=split_seed) for name, _, ds, _, _ in parts}
+        emb_tr, y_tr = _stack(parts, all_tasks, splits_of, 0)
+        emb_va, y_va = _stack(parts, all_tasks, splits_of, 1)
+        linear = None
+        for seed in seeds:
+            if model.config.property_hidden == 0:   # convex and deterministic: fitted once, same for every seed
+                linear = linear or _fit_linear_heads(emb_tr, y_tr, emb_va, y_va, tasks)
+                heads, val = linear
+            else:
+                heads, val = _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks, seed,
+                                        epochs=int(train.get("head_epochs", 60)), lr=float(train["lr"]),
+                                        hidden=model.config.property_hidden)
+            scores = {}
+            with torch.no_grad():
+                for name, names_t, ds, emb, ok in parts:
+                    te = np.asarray(splits_of[name][2])
+                    te = te[ok[te]]
+                    pred = heads.predict(torch.tensor(emb[te])).numpy()
+                    scores[name], _ = roc_auc_multitask(ds.y[te], pred[:, [all_tasks.index(t) for t in names_t]])
+            print(f"split seed {split_seed}, seed {seed}: valid ROC-AUC {val:.3f}; test "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+            runs.append(scores)
             if kept is None:
-                linear = _fit_linear_heads(emb_tr, y_tr, emb_va, y_va, tasks)
-            heads, val = linear
-        else:
-            heads, val = _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks, seed, epochs=int(train.get("head_epochs", 60)),
-                                    lr=float(train["lr"]), hidden=model.config.property_hidden)
-        scores = {}
-        with torch.no_grad():
-            for name, names_t, ds, emb, ok, tr, va, te in parts:
-                te = np.asarray(te)
-                te = te[ok[te]]
-                pred = heads.predict(torch.tensor(emb[te])).numpy()
-                cols = [all_tasks.index(t) for t in names_t]
-                scores[name], _ = roc_auc_multitask(ds.y[te], pred[:, cols])
-        print(f"seed {seed}: valid ROC-AUC {val:.3f}; test " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        per_seed.append(scores)
-        if seed == seeds[0]:
-            kept = heads
-    summary = {name: {"mean": float(np.mean([s[name] for s in per_seed])),
-                      "std": float(np.std([s[name] for s in per_seed])),
-                      "per_seed": [float(s[name]) for s in per_seed]} for name in names}
-    # attach the heads of the first seed to the model and save it
+                kept = heads
+    summary = {name: {"mean": float(np.mean([s[name] for s in runs])),
+                      "std": float(np.std([s[name] for s in runs])),
+                      "per_seed": [float(s[name]) for s in runs]} for name in names}
+    # attach the heads of the first split seed and first training seed to the model and save it
     model.config.property_tasks = tasks
     model.heads = kept
-    model.meta["properties"] = {"datasets": names, "split": f"scaffold (Hu et al. 2020), seed {train['split_seed']}",
+    split_text = ("scaffold (Hu et al. 2020), seed " + str(split_list[0]) if len(split_list) == 1 else
+                  "scaffold (Hu et al. 2020), split seeds " + ", ".join(map(str, split_list))
+                  + " (0: the deterministic split; others: random scaffold splits)")
+    model.meta["properties"] = {"datasets": names, "split": split_text, "split_seeds": split_list,
                                 "metric": "test ROC-AUC", "seeds": seeds, "results": summary,
-                                "committed_heads": f"seed {seeds[0]}", "encoder": "frozen caption model",
+                                "per_seed_order": "split seed major, training seed minor",
+                                "committed_heads": f"split seed {split_list[0]}, seed {seeds[0]}",
+                                "encoder": "frozen caption model",
                                 "readout": model.config.property_readout,
                                 "heads": ("linear (logistic regression, C by validation ROC-AUC)"
                                           if model.config.property_hidden == 0 else f"MLP, {model.config.property_hidden} hidden")}

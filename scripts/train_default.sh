@@ -1,0 +1,77 @@
+#!/bin/bash
+# The embedded default (assets/hsanet-default), step by step; the model card quotes each step's output.
+#
+#   scripts/train_default.sh STAGE [RUNS=runs]
+#
+# Stages (each reads what the one before wrote; run them in this order):
+#   train     caption model on the ChEBI-20 train split, best weights by validation loss (500 molecules)
+#             (a sitting of at most 130 minutes; continue one with RESUME=runs/default/last.ckpt, or
+#             a later session from the committed weights with INIT=assets/hsanet-default)
+#   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off
+#   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
+#   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32)
+#   test      the shipped model on the full ChEBI-20 test split, the retrieval baseline of the same
+#             protocol (train pool), and the head-to-head per molecule
+#   reference the reference set behind the app's map (test split; captions from the test stage)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE=${1:?stage: train, select, props, ship, test or reference}
+RUNS=${2:-runs}
+HSANET=${HSANET:-.venv/bin/hsanet}
+PY=${PY:-.venv/bin/python}
+export PYTHONUNBUFFERED=1
+mkdir -p "$RUNS"
+
+case "$STAGE" in
+  train)
+    extra=()
+    [ -n "${RESUME:-}" ] && extra+=(--resume "$RESUME")
+    [ -n "${INIT:-}" ] && extra+=(--init "$INIT")
+    $HSANET train --task caption --config configs/default.yaml --out "$RUNS/default" \
+      --max-minutes "${MINUTES:-130}" "${extra[@]}"
+    ;;
+  select)
+    for dec in "greedy:--beams 1 --rerank" "greedy-norerank:--beams 1 --no-rerank" "beam3:--beams 3 --rerank"; do
+      name=${dec%%:*}; flags=${dec#*:}
+      # shellcheck disable=SC2086
+      [ -f "$RUNS/select/$name/metrics.json" ] || $HSANET evaluate --checkpoint "$RUNS/default/best" \
+        --split validation --limit 500 $flags --out "$RUNS/select/$name" > /dev/null
+      echo "$name: $(tr -d '\n ' < "$RUNS/select/$name/metrics.json")"
+    done
+    [ -f "$RUNS/select/retrieval/metrics.json" ] || $HSANET baseline retrieval --split validation --limit 500 \
+      --out "$RUNS/select/retrieval" > /dev/null
+    echo "retrieval: $(tr -d '\n ' < "$RUNS/select/retrieval/metrics.json")"
+    ;;
+  props)
+    $HSANET train --task property --init "$RUNS/default/best" --seeds 1 --split-seeds 0,1,2 --out "$RUNS/props"
+    ;;
+  ship)
+    $PY - "$RUNS/props" assets/hsanet-default <<'EOF'
+import shutil, sys
+from pathlib import Path
+from hsanet.model import HSANet
+
+src, dst = sys.argv[1], Path(sys.argv[2])
+model = HSANet.from_pretrained(src, device="cpu")
+card = dst / "README.md"
+keep = card.read_text() if card.exists() else None
+shutil.rmtree(dst, ignore_errors=True)
+model.save_pretrained(dst, fp16=True)
+if keep is not None:
+    card.write_text(keep)
+print(f"saved {src} -> {dst} (fp16 storage)")
+EOF
+    ;;
+  test)
+    $HSANET evaluate --split test --out "$RUNS/eval_test" > /dev/null
+    cat "$RUNS/eval_test/metrics.json"
+    $HSANET baseline retrieval --split test --out "$RUNS/retrieval_test" \
+      --versus "$RUNS/eval_test/predictions.tsv" > /dev/null
+    cat "$RUNS/retrieval_test/metrics.json"
+    ;;
+  reference)
+    $HSANET reference build --captions-from "$RUNS/eval_test/predictions.tsv"
+    ;;
+  *)
+    echo "unknown stage $STAGE (train, select, props, ship, test, reference)" >&2; exit 2 ;;
+esac
