@@ -127,3 +127,43 @@ def test_console_script_bad_input():
     assert proc.returncode == 2
     assert proc.stdout == ""
     _assert_one_line_error(proc.stderr, "RDKit could not read this SMILES", "extra open parentheses")
+
+
+def _mini_chebi(tmp_path):
+    """A data folder with tiny ChEBI-20 train/test splits and the shared SciBERT vocabulary."""
+    from hsanet.metrics.captions import VOCAB_RELATIVE
+    from hsanet.paths import data_dir
+
+    vocab = data_dir() / VOCAB_RELATIVE
+    if not vocab.is_file():
+        pytest.skip(f"shared data absent: {vocab}")
+    root = tmp_path / "data"
+    (root / "chebi20").mkdir(parents=True)
+    (root / VOCAB_RELATIVE.parent).symlink_to(vocab.parent)
+    rows = {"train": [("1", "CCO", "The molecule is a primary alcohol."),
+                      ("2", "c1ccccc1O", "The molecule is a member of phenols.")],
+            "test": [("3", "CCCO", "The molecule is a primary alcohol that is propane substituted by hydroxy."),
+                     ("4", "Cc1ccccc1O", "The molecule is a member of phenols that is phenol substituted by methyl.")]}
+    for name, body in rows.items():
+        (root / "chebi20" / f"{name}.txt").write_text(
+            "CID\tSMILES\tdescription\n" + "".join("\t".join(r) + "\n" for r in body))
+    return root
+
+
+def test_baseline_versus_predictions(capsys, tmp_path):
+    root = _mini_chebi(tmp_path)
+    preds = tmp_path / "preds.tsv"
+    from hsanet.metrics.captions import write_predictions
+
+    write_predictions(preds, ["CCCO", "Cc1ccccc1O"],
+                      ["x", "y"], ["The molecule is a primary alcohol that is propane substituted by hydroxy.",
+                                   "The molecule is a steroid."])
+    assert main(["baseline", "retrieval", "--data-dir", str(root), "--versus", str(preds)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["pool"] == "train" and got["n"] == 2
+    v = got["versus"]["overall"]
+    assert v["n"] == 2 and v["win"] == 0.5 and v["loss"] == 0.5
+    wrong = tmp_path / "wrong.tsv"
+    write_predictions(wrong, ["CCCO"], ["x"], ["y"])
+    assert main(["baseline", "retrieval", "--data-dir", str(root), "--versus", str(wrong)]) == 2
+    assert "rows of this split" in capsys.readouterr().err
