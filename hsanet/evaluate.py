@@ -29,8 +29,12 @@ def _write(out: Path, smiles, refs, outs, metrics: dict) -> None:
 def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None, num_beams: int = 1,
                         batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int | None = None,
                         smiles=None, references=None, devices: int | str = 0, strategy: str = "auto",
-                        num_nodes: int = 1, rerank: bool | None = None) -> dict | None:
+                        num_nodes: int = 1, rerank: bool | None = None, retrieval_k: int | None = None,
+                        copy: bool | None = None) -> dict | None:
     """Caption a ChEBI-20 split (or given SMILES/references) and score it.
+
+    ``retrieval_k`` and ``copy`` switch the model's retrieval augmentation (neighbour captions in
+    the prompt; 0 = none) and copy head at inference only: an ablation of a model trained with them.
 
     With ``devices`` (>= 1) the captions are generated under Lightning's predict loop on that many
     devices (``hsanet.predict``); then only rank 0 scores and returns the metrics (others: None).
@@ -46,6 +50,12 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     if limit:
         smiles, references = smiles[:limit], references[:limit]
     model = HSANet.from_pretrained(checkpoint)
+    if retrieval_k is not None:
+        model.config.retrieval_k = int(retrieval_k)
+    if copy is False:
+        model.load_decoder()
+        if model.decoder is not None:
+            model.decoder.copy = None
     mols = [parse(s, max_atoms=EVAL_MAX_ATOMS) for s in smiles]
     start = time.time()
     # long prompts first keeps batches of similar length
@@ -78,7 +88,8 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
                     "no_repeat_ngram_size": (model.config.no_repeat_ngram_size if no_repeat_ngram_size is None
                                              else no_repeat_ngram_size),
                     "rerank": model.config.rerank if rerank is None else rerank,
-                    "retrieval_k": model.config.retrieval_k, "copy_mechanism": model.config.copy_mechanism,
+                    "retrieval_k": model.config.retrieval_k,
+                    "copy_mechanism": bool(model.decoder is not None and model.decoder.copy is not None),
                     "generation_seconds": round(gen_seconds, 1)})
     if out:
         _write(Path(out), smiles, references, outs, metrics)
@@ -86,7 +97,14 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
 
 
 def cmd_evaluate(args) -> int:
+    from .cli import UsageError
     from .metrics.captions import score_predictions
+
+    for flag, value, low in (("--beams", args.beams, 1), ("--batch-size", args.batch_size, 1),
+                             ("--limit", args.limit, 0), ("--retrieval-k", args.retrieval_k, 0),
+                             ("--no-repeat-ngram", args.no_repeat_ngram, 0)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be at least {low} (got {value})")
 
     if args.predictions:
         result = score_predictions(args.predictions, args.data_dir)
@@ -96,7 +114,7 @@ def cmd_evaluate(args) -> int:
         result = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.split, args.data_dir, args.out,
                                      args.beams, args.batch_size, args.limit, args.no_repeat_ngram,
                                      devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-                                     rerank=args.rerank)
+                                     rerank=args.rerank, retrieval_k=args.retrieval_k, copy=args.copy)
         if result is None:              # another rank of a --devices run: rank 0 reports
             return 0
     print(json.dumps(result, indent=2))
@@ -163,6 +181,10 @@ def register(sub) -> None:
     p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                    help="return the likeliest of the generated caption and the neighbours' captions "
                         "(default: the checkpoint's decoding setting)")
+    p.add_argument("--retrieval-k", dest="retrieval_k", type=int, default=None,
+                   help="neighbour captions in the prompt at inference (0 = off; default: the checkpoint's)")
+    p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
+                   help="--no-copy switches the copy head off at inference (default: as trained)")
     _device_flags(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -7,7 +7,8 @@
 #   train     caption model on the ChEBI-20 train split, best weights by validation loss (500 molecules)
 #             (a sitting of at most 130 minutes; continue one with RESUME=runs/default/last.ckpt, or
 #             a later session from the committed weights with INIT=assets/hsanet-default)
-#   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off
+#   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off;
+#             and the copy head or retrieval switched off at inference (ablations of the trained model)
 #   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
 #   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32)
 #   test      the shipped model on the full ChEBI-20 test split, the retrieval baseline of the same
@@ -31,7 +32,8 @@ case "$STAGE" in
       --max-minutes "${MINUTES:-130}" "${extra[@]}"
     ;;
   select)
-    for dec in "greedy:--beams 1 --rerank" "greedy-norerank:--beams 1 --no-rerank" "beam3:--beams 3 --rerank"; do
+    for dec in "greedy:--beams 1 --rerank" "greedy-norerank:--beams 1 --no-rerank" "beam3:--beams 3 --rerank" \
+               "no-copy:--beams 1 --no-rerank --no-copy" "no-retrieval:--beams 1 --no-rerank --retrieval-k 0"; do
       name=${dec%%:*}; flags=${dec#*:}
       # shellcheck disable=SC2086
       [ -f "$RUNS/select/$name/metrics.json" ] || $HSANET evaluate --checkpoint "$RUNS/default/best" \

@@ -167,3 +167,10 @@ def test_baseline_versus_predictions(capsys, tmp_path):
     write_predictions(wrong, ["CCCO"], ["x"], ["y"])
     assert main(["baseline", "retrieval", "--data-dir", str(root), "--versus", str(wrong)]) == 2
     assert "rows of this split" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--beams", "0"], ["--retrieval-k", "-1"], ["--batch-size", "0"]])
+def test_evaluate_rejects_nonsense_flags(capsys, flags):
+    assert main(["evaluate", *flags]) == 2
+    err = capsys.readouterr().err
+    assert flags[0] in err and "Traceback" not in err

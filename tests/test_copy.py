@@ -131,3 +131,26 @@ def test_beam_search_with_copy_head_changes_output_and_is_at_least_as_likely(tok
 
     for lb, lg in zip(loglik(beam), loglik(greedy)):        # length_penalty 0: beams maximize the sum
         assert lb >= lg - 1e-4, (lb, lg)
+
+
+def test_evaluate_switches_copy_and_retrieval_off_at_inference(tokenizer, tmp_path, monkeypatch):
+    """hsanet evaluate --no-copy / --retrieval-k 0: the same weights, captioned without them."""
+    from hsanet.evaluate import evaluate_checkpoint
+
+    folder = tmp_path / "copy"
+    _model(tokenizer).save_pretrained(folder)
+    seen = []
+    real = HSANet.generate_captions
+
+    def spy(self, molecules, **kw):
+        seen.append((self.decoder.copy is not None, self.references([m.smiles for m in molecules])))
+        return real(self, molecules, **kw)
+
+    monkeypatch.setattr(HSANet, "generate_captions", spy)
+    kw = dict(smiles=MOLECULES[:2], references=_CORPUS[:2])
+    on = evaluate_checkpoint(folder, **kw)
+    off = evaluate_checkpoint(folder, copy=False, retrieval_k=0, **kw)
+    assert (on["copy_mechanism"], on["retrieval_k"]) == (True, 2)
+    assert (off["copy_mechanism"], off["retrieval_k"]) == (False, 0)
+    assert seen[0][0] and all(len(r) == 2 for r in seen[0][1])
+    assert not seen[1][0] and all(r == [] for r in seen[1][1])
