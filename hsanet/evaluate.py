@@ -143,7 +143,8 @@ def cmd_baseline(args) -> int:
 
 
 def _versus(path, target, baseline: list[str], sims: list[float], data_dir) -> dict:
-    """Head to head of a predictions TSV against the baseline on the same split, row by row."""
+    """Head to head of a predictions TSV against the baseline on the same split, molecule by
+    molecule; rows are matched by SMILES (in any order, as MolT5's published files are)."""
     from .cli import UsageError
     from .metrics.captions import clean_field, head_to_head, read_predictions
 
@@ -151,10 +152,15 @@ def _versus(path, target, baseline: list[str], sims: list[float], data_dir) -> d
         smiles, _, outs = read_predictions(path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if smiles != [clean_field(s) for s in target.smiles]:
-        raise UsageError(f"{path} does not hold the {len(target.smiles)} rows of this split in order "
-                        f"({len(smiles)} rows); write it with hsanet evaluate --split ... --out")
-    result = head_to_head(target.descriptions, outs, baseline, sims, data_dir)
+    by_smiles = {}
+    for smi, out in zip(smiles, outs):
+        by_smiles.setdefault(smi, out)
+    keys = [clean_field(s) for s in target.smiles]
+    missing = sum(k not in by_smiles for k in keys)
+    if missing:
+        raise UsageError(f"{path} lacks {missing} of the {len(keys)} molecules of the {target.name} split "
+                         "(rows are matched by SMILES); write it with hsanet evaluate --split ... --out")
+    result = head_to_head(target.descriptions, [by_smiles[k] for k in keys], baseline, sims, data_dir)
     result["predictions"] = str(path)
     return result
 

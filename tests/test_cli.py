@@ -155,9 +155,9 @@ def test_baseline_versus_predictions(capsys, tmp_path):
     preds = tmp_path / "preds.tsv"
     from hsanet.metrics.captions import write_predictions
 
-    write_predictions(preds, ["CCCO", "Cc1ccccc1O"],
-                      ["x", "y"], ["The molecule is a primary alcohol that is propane substituted by hydroxy.",
-                                   "The molecule is a steroid."])
+    write_predictions(preds, ["Cc1ccccc1O", "CCCO"],                 # any order: matched by SMILES
+                      ["x", "y"], ["The molecule is a steroid.",
+                                   "The molecule is a primary alcohol that is propane substituted by hydroxy."])
     assert main(["baseline", "retrieval", "--data-dir", str(root), "--versus", str(preds)]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["pool"] == "train" and got["n"] == 2
@@ -166,7 +166,7 @@ def test_baseline_versus_predictions(capsys, tmp_path):
     wrong = tmp_path / "wrong.tsv"
     write_predictions(wrong, ["CCCO"], ["x"], ["y"])
     assert main(["baseline", "retrieval", "--data-dir", str(root), "--versus", str(wrong)]) == 2
-    assert "rows of this split" in capsys.readouterr().err
+    assert "lacks 1 of the 2 molecules" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags", [["--beams", "0"], ["--retrieval-k", "-1"], ["--batch-size", "0"]])
