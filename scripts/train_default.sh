@@ -7,6 +7,7 @@
 #   train     caption model on the ChEBI-20 train split, best weights by validation loss (500 molecules)
 #             (a sitting of at most 130 minutes; continue one with RESUME=runs/default/last.ckpt, or
 #             a later session from the committed weights with INIT=assets/hsanet-default)
+#   pool      (a killed sitting only) the training split attached as the retrieval pool
 #   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off;
 #             and the copy head or retrieval switched off at inference (ablations of the trained model)
 #   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
@@ -16,7 +17,7 @@
 #   reference the reference set behind the app's map (test split; captions from the test stage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STAGE=${1:?stage: train, select, props, ship, test or reference}
+STAGE=${1:?stage: train, pool, select, props, ship, test or reference}
 RUNS=${2:-runs}
 HSANET=${HSANET:-.venv/bin/hsanet}
 PY=${PY:-.venv/bin/python}
@@ -30,6 +31,27 @@ case "$STAGE" in
     [ -n "${INIT:-}" ] && extra+=(--init "$INIT")
     $HSANET train --task caption --config configs/default.yaml --out "$RUNS/default" \
       --max-minutes "${MINUTES:-130}" "${extra[@]}"
+    ;;
+  pool)
+    # only for a sitting that was killed (touch OUT/STOP ends one cleanly, with the pool attached):
+    # the saved model retrieves from the whole training split, as train would have attached it
+    $PY - "$RUNS/default/best" <<'EOF'
+import sys
+from hsanet.data.chebi import load_chebi
+from hsanet.model import HSANet
+from hsanet.retrieval import FingerprintIndex
+from hsanet.training.data import parse_rows
+
+folder = sys.argv[1]
+model = HSANet.from_pretrained(folder, device="cpu")
+if model.config.retrieval_k and model.retrieval is None:
+    split = load_chebi("train")
+    mols, caps, _ = parse_rows(split.smiles, split.descriptions, model.config.max_atoms)
+    model.retrieval = FingerprintIndex.build([m.smiles for m in mols], caps)
+    model.meta["retrieval_pool"] = f"ChEBI-20 train split, {len(model.retrieval)} molecules"
+    model.save_pretrained(folder)
+print(f"{folder}: retrieval pool {model.meta.get('retrieval_pool', 'none')}")
+EOF
     ;;
   select)
     for dec in "greedy:--beams 1 --rerank" "greedy-norerank:--beams 1 --no-rerank" "beam3:--beams 3 --rerank" \
@@ -75,5 +97,5 @@ EOF
     $HSANET reference build --captions-from "$RUNS/eval_test/predictions.tsv"
     ;;
   *)
-    echo "unknown stage $STAGE (train, select, props, ship, test, reference)" >&2; exit 2 ;;
+    echo "unknown stage $STAGE (train, pool, select, props, ship, test, reference)" >&2; exit 2 ;;
 esac

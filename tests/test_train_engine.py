@@ -191,3 +191,23 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 
     for k in r0:
         torch.testing.assert_close(r0[k], one[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+
+
+def test_stop_file_ends_the_sitting(tmp_path):
+    """touch OUT/STOP ends training at the next batch, as the time budget would; a stale file of an
+    earlier sitting is removed when training starts."""
+    from types import SimpleNamespace
+
+    from hsanet.training.module import StopAfter
+
+    stop = tmp_path / "STOP"
+    stop.touch()
+    cb = StopAfter(60.0, stop)
+    trainer = SimpleNamespace(world_size=1, should_stop=False)
+    cb.on_train_start(trainer, None)
+    assert not stop.exists()
+    cb.on_train_batch_end(trainer, None, None, None, 0)
+    assert not trainer.should_stop
+    stop.touch()
+    cb.on_train_batch_end(trainer, None, None, None, 1)
+    assert trainer.should_stop and cb.stopped_early

@@ -12,7 +12,8 @@ The engine (speed measured in docs/BENCHMARKS.md, ``hsanet bench --sections trai
   elsewhere; ``--precision`` overrides;
 - data prepared once and cached on disk (``training/cache.py``); length-grouped batches;
 - both cores: torch's intra-op threads (or one process per core with ``--devices 2``);
-- ``--max-minutes`` ends the sitting cleanly with ``OUT/last.ckpt`` and ``OUT/best``;
+- ``--max-minutes`` (or ``touch OUT/STOP``) ends the sitting cleanly with ``OUT/last.ckpt`` and
+  ``OUT/best`` (the retrieval pool attached);
   ``--resume OUT/last.ckpt`` continues the same run (optimizer, schedule, data order);
   ``--init FOLDER`` starts from saved weights;
 - several processes, GPUs or machines with Lightning's DDP (``--devices``, ``--num-nodes``,
@@ -85,8 +86,8 @@ def _trainer(train: dict, out: Path, callbacks: list, steps_per_epoch: int):
         gradient_clip_val=1.0, log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(out),
         enable_model_summary=False, use_distributed_sampler=False,
         logger=L.pytorch.loggers.CSVLogger(str(out), name="logs"),
-        callbacks=[EarlyStopping("val_loss", patience=train["patience"], check_on_train_epoch_end=False), StopAfter(train["max_minutes"]),
-                   SaveLast(out / "last.ckpt"), *callbacks],
+        callbacks=[EarlyStopping("val_loss", patience=train["patience"], check_on_train_epoch_end=False),
+                   StopAfter(train["max_minutes"], out / "STOP"), SaveLast(out / "last.ckpt"), *callbacks],
     )
     if val_every:
         acc = kwargs["accumulate_grad_batches"]                # Lightning counts micro-batches here

@@ -158,21 +158,27 @@ class SaveBest(L.Callback):
 
 
 class StopAfter(L.Callback):
-    """Ends training cleanly after ``minutes`` of this sitting (checked after every batch).
+    """Ends training cleanly after ``minutes`` of this sitting, or as soon as ``stop_file`` exists
+    (``touch OUT/STOP``: the run ends as if its time were up; checked after every batch).
 
     Unlike Lightning's ``max_time`` it keeps no state in the checkpoint: each sitting, first or
     resumed, gets its own budget."""
 
-    def __init__(self, minutes: float) -> None:
+    def __init__(self, minutes: float, stop_file: str | Path | None = None) -> None:
         self.seconds = 60.0 * float(minutes)
+        self.stop_file = Path(stop_file) if stop_file else None
         self.start = time.time()
         self.stopped_early = False
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.time()
+        if self.stop_file is not None and self.stop_file.exists():
+            self.stop_file.unlink()            # a stop request of an earlier sitting
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         over = time.time() - self.start >= self.seconds
+        if self.stop_file is not None and self.stop_file.exists():
+            over = True
         if trainer.world_size > 1:          # every process must stop at the same step
             flag = torch.tensor(float(over), device=pl_module.device)
             over = bool(trainer.strategy.reduce(flag, reduce_op="max") > 0)
