@@ -48,6 +48,10 @@ def cmd_analyze(args) -> int:
         raise UsageError("--devices needs --file FILE (a file every process can read, not stdin)")
     if args.devices < 0:
         raise UsageError(f"--devices must be >= 0, got {args.devices}")
+    if args.beams < 1:
+        raise UsageError(f"--beams must be at least 1 (1 = greedy), got {args.beams}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.jsonl and not args.file:
         args.json = True          # one molecule: its JSON object is one JSON line
     # bad input (a bad molecule, an unreadable file) is reported before the model loads

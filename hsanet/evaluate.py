@@ -107,7 +107,10 @@ def cmd_evaluate(args) -> int:
             raise UsageError(f"{flag} must be at least {low} (got {value})")
 
     if args.predictions:
-        result = score_predictions(args.predictions, args.data_dir)
+        try:
+            result = score_predictions(args.predictions, args.data_dir)
+        except ValueError as exc:          # missing columns, unequal lengths, an empty file
+            raise UsageError(str(exc)) from None
     else:
         from .paths import DEFAULT_CHECKPOINT
 

@@ -174,3 +174,34 @@ def test_evaluate_rejects_nonsense_flags(capsys, flags):
     assert main(["evaluate", *flags]) == 2
     err = capsys.readouterr().err
     assert flags[0] in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("model: [unclosed\n", "not a valid YAML file"),
+    ("model:\n  retrieval_kk: 1\n", "unknown model key 'retrieval_kk'; did you mean 'retrieval_k'?"),
+    ("train:\n  bogus_option: 1\n", "unknown train key 'bogus_option'"),
+    ("modle:\n  retrieval_k: 1\n", "model: and train: only"),
+    ("- a\n- b\n", "model: and train: only"),
+])
+def test_train_config_errors_exit_2(capsys, tmp_path, body, fragment):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(body)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_user_errors_exit_2_with_one_line(capsys, tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\n1\t2\n")
+    cases = [
+        (["evaluate", "--predictions", str(bad)], "missing column"),
+        (["analyze", "CCO", "--max-new-tokens", "-5", "--checkpoint", str(tiny_checkpoint)], "--max-new-tokens"),
+        (["analyze", "CCO", "--beams", "0", "--checkpoint", str(tiny_checkpoint)], "--beams"),
+        (["train", "--task", "property", "--datasets", "NOPE", "--init", str(tiny_checkpoint),
+          "--out", str(tmp_path / "p")], "unknown MoleculeNet dataset 'NOPE'"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert fragment in err and "Traceback" not in err, (argv, err)

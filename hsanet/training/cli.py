@@ -31,18 +31,49 @@ def _read_config(path: str | None) -> dict:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"config file not found: {p}")
-    if p.suffix in (".toml",):
-        import tomllib
+    from ..config import ConfigError
 
-        return tomllib.loads(p.read_text())
-    import yaml
+    try:
+        if p.suffix in (".toml",):
+            import tomllib
 
-    return yaml.safe_load(p.read_text()) or {}
+            cfg = tomllib.loads(p.read_text())
+        else:
+            import yaml
+
+            cfg = yaml.safe_load(p.read_text()) or {}
+    except Exception as exc:            # yaml.YAMLError, tomllib.TOMLDecodeError, undecodable bytes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{p} is not a valid {'TOML' if p.suffix == '.toml' else 'YAML'} file: {first}") from None
+    if not isinstance(cfg, dict) or set(cfg) - {"model", "train"}:
+        extra = sorted(set(cfg) - {"model", "train"}) if isinstance(cfg, dict) else [type(cfg).__name__]
+        raise ConfigError(f"{p}: a config holds the tables model: and train: only; found {extra}")
+    for table in ("model", "train"):
+        if not isinstance(cfg.get(table, {}), dict):
+            raise ConfigError(f"{p}: {table}: must be a table of key: value pairs")
+    return cfg
+
+
+def _check_keys(path, train_keys, model_keys) -> None:
+    """Unknown keys are an error (a typo would otherwise be silently ignored)."""
+    import dataclasses
+    import difflib
+
+    from ..config import ConfigError, HSANetConfig
+
+    fields = {f.name for f in dataclasses.fields(HSANetConfig)}
+    for table, keys, known in (("train", train_keys, set(TRAIN_DEFAULTS)), ("model", model_keys, fields)):
+        for key in keys:
+            if key not in known:
+                near = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
+                raise ConfigError(f"{path}: unknown {table} key {key!r}{hint}")
 
 
 def resolve(args) -> tuple[dict, dict]:
     """Merge defaults, config file and flags into (train options, model overrides)."""
     cfg = _read_config(args.config)
+    _check_keys(args.config, cfg.get("train", {}), cfg.get("model", {}))
     train = dict(TRAIN_DEFAULTS)
     train.update(cfg.get("train", {}))
     for key in TRAIN_DEFAULTS:

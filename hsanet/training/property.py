@@ -25,7 +25,7 @@ import torch
 
 from ..chem import MoleculeError, featurize, parse
 from ..config import ConfigError
-from ..data.moleculenet import load_moleculenet
+from ..data.moleculenet import REGISTRY, load_moleculenet
 from ..data.splits import scaffold_split
 from ..metrics.properties import roc_auc_multitask
 from ..model import HSANet
@@ -172,9 +172,14 @@ def train_property(train: dict, model_over: dict) -> dict:
     split_list = split_seeds(train)
     tasks, parts = {}, []
     for name in names:                  # the encoder is frozen: one embedding per molecule, whatever the split
-        ds = load_moleculenet(name, data_dir)
+        try:
+            ds = load_moleculenet(name, data_dir)
+        except KeyError as exc:
+            raise ConfigError(f"--datasets: {exc.args[0]}") from None
         if ds.kind != "classification":
-            raise ValueError(f"{name}: only classification datasets are supported for the embedded heads")
+            usable = ", ".join(n for n, spec in REGISTRY.items() if spec.kind == "classification")
+            raise ConfigError(f"--datasets: {name} is a {ds.kind} dataset; the embedded heads take "
+                              f"classification datasets ({usable})")
         emb, ok = embed_smiles(model, ds.smiles)
         names_t = [f"{name}/{t}" for t in ds.task_names]
         for t in names_t:
