@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -74,11 +75,14 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
         if got is None:
             return None
     else:
+        from tqdm.auto import tqdm
+
         got = []
-        for b in range(0, len(ordered), batch_size):
-            got += caption(ordered[b:b + batch_size])
-            print(f"\rcaptioned {len(got)}/{len(ordered)} ({time.time() - start:.0f} s)", end="", flush=True)
-        print()
+        with tqdm(total=len(ordered), desc="captioning", unit="mol", file=sys.stderr,
+                  mininterval=2.0) as bar:            # progress on stderr, results on stdout (| jq works)
+            for b in range(0, len(ordered), batch_size):
+                got += caption(ordered[b:b + batch_size])
+                bar.update(len(got) - bar.n)
     outs = [""] * len(mols)
     for i, c in zip(order, got):
         outs[i] = c

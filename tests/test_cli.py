@@ -205,3 +205,15 @@ def test_user_errors_exit_2_with_one_line(capsys, tmp_path, tiny_checkpoint):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert fragment in err and "Traceback" not in err, (argv, err)
+
+
+def test_evaluate_end_to_end_stdout_is_json(capsys, tmp_path, tiny_checkpoint):
+    """hsanet evaluate on a tiny split: stdout holds the JSON result only (progress goes to stderr)."""
+    root = _mini_chebi(tmp_path)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--split", "test", "--data-dir", str(root),
+                 "--out", str(out)]) == 0
+    got = capsys.readouterr()
+    result = json.loads(got.out)
+    assert result["n"] == 2 and result["split"] == "test" and "captioning" in got.err
+    assert (out / "predictions.tsv").is_file() and json.loads((out / "metrics.json").read_text())["n"] == 2
