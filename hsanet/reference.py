@@ -698,15 +698,15 @@ def cmd_build(args) -> int:
           f"({'trained' if model.meta.get('trained') else 'untrained'}), captions {'on' if caption else 'off'}",
           flush=True)
     t0 = time.perf_counter()
-    last = [0.0]
+    from tqdm.auto import tqdm
 
-    def progress(done, total):
-        now = time.perf_counter() - t0
-        if done == total or now - last[0] >= 10:
-            last[0] = now
-            rate = done / max(now, 1e-9)
-            eta = (total - done) / max(rate, 1e-9)
-            print(f"  analyzed {done}/{total} molecules  {now:6.0f} s  ({rate:.1f}/s, ~{eta:.0f} s left)", flush=True)
+    bar = tqdm(total=len(smiles), desc="analyzing", unit="mol", file=sys.stderr, mininterval=2.0)
+
+    def progress(done, total):          # progress on stderr; the summary lines on stdout
+        bar.total = total
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
     captions = None
     if args.captions_from:
