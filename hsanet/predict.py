@@ -64,6 +64,10 @@ def predict_rows(model: torch.nn.Module, rows: Sequence[Any], fn: Callable[[list
 
         parts: list = [None] * trainer.world_size
         dist.all_gather_object(parts, mine)
+        # tear the process group down on every rank before it goes its own way: a rank that exits
+        # with gloo's threads still running can abort ("terminate called without an active exception")
+        dist.barrier()
+        dist.destroy_process_group()
         if trainer.global_rank != 0:
             return None
         mine = [pair for part in parts for pair in part]
