@@ -16,6 +16,13 @@ class UsageError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def check_at_least(*checks: tuple[str, int | None, int]) -> None:
+    """``(flag, value, lowest)`` triples: a value below its lowest is a UsageError (None: not given)."""
+    for flag, value, low in checks:
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be at least {low} (got {value})")
+
+
 def _load_model(args):
     from .model import HSANet
     from .paths import DEFAULT_CHECKPOINT
@@ -48,10 +55,7 @@ def cmd_analyze(args) -> int:
         raise UsageError("--devices needs --file FILE (a file every process can read, not stdin)")
     if args.devices < 0:
         raise UsageError(f"--devices must be >= 0, got {args.devices}")
-    if args.beams < 1:
-        raise UsageError(f"--beams must be at least 1 (1 = greedy), got {args.beams}")
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    check_at_least(("--beams", args.beams, 1), ("--max-new-tokens", args.max_new_tokens, 1))
     if args.jsonl and not args.file:
         args.json = True          # one molecule: its JSON object is one JSON line
     # bad input (a bad molecule, an unreadable file) is reported before the model loads

@@ -51,12 +51,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     if limit:
         smiles, references = smiles[:limit], references[:limit]
     model = HSANet.from_pretrained(checkpoint)
-    if retrieval_k is not None:
-        model.config.retrieval_k = int(retrieval_k)
-    if copy is False:
-        model.load_decoder()
-        if model.decoder is not None:
-            model.decoder.copy = None
+    model.set_inference_switches(retrieval_k=retrieval_k, copy=copy)
     mols = [parse(s, max_atoms=EVAL_MAX_ATOMS) for s in smiles]
     start = time.time()
     # long prompts first keeps batches of similar length
@@ -93,7 +88,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
                                              else no_repeat_ngram_size),
                     "rerank": model.config.rerank if rerank is None else rerank,
                     "retrieval_k": model.config.retrieval_k,
-                    "copy_mechanism": bool(model.decoder is not None and model.decoder.copy is not None),
+                    "copy_mechanism": model.copy_active,
                     "generation_seconds": round(gen_seconds, 1)})
     if out:
         _write(Path(out), smiles, references, outs, metrics)
@@ -101,14 +96,11 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
 
 
 def cmd_evaluate(args) -> int:
-    from .cli import UsageError
+    from .cli import UsageError, check_at_least
     from .metrics.captions import score_predictions
 
-    for flag, value, low in (("--beams", args.beams, 1), ("--batch-size", args.batch_size, 1),
-                             ("--limit", args.limit, 0), ("--retrieval-k", args.retrieval_k, 0),
-                             ("--no-repeat-ngram", args.no_repeat_ngram, 0)):
-        if value is not None and value < low:
-            raise UsageError(f"{flag} must be at least {low} (got {value})")
+    check_at_least(("--beams", args.beams, 1), ("--batch-size", args.batch_size, 1), ("--limit", args.limit, 0),
+                   ("--retrieval-k", args.retrieval_k, 0), ("--no-repeat-ngram", args.no_repeat_ngram, 0))
 
     if args.predictions:
         try:
@@ -153,21 +145,16 @@ def _versus(path, target, baseline: list[str], sims: list[float], data_dir) -> d
     """Head to head of a predictions TSV against the baseline on the same split, molecule by
     molecule; rows are matched by SMILES (in any order, as MolT5's published files are)."""
     from .cli import UsageError
-    from .metrics.captions import clean_field, head_to_head, read_predictions
+    from .metrics.captions import head_to_head, outputs_for
 
     try:
-        smiles, _, outs = read_predictions(path)
+        outs, missing = outputs_for(path, target.smiles)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    by_smiles = {}
-    for smi, out in zip(smiles, outs):
-        by_smiles.setdefault(smi, out)
-    keys = [clean_field(s) for s in target.smiles]
-    missing = sum(k not in by_smiles for k in keys)
     if missing:
-        raise UsageError(f"{path} lacks {missing} of the {len(keys)} molecules of the {target.name} split "
+        raise UsageError(f"{path} lacks {missing} of the {len(target.smiles)} molecules of the {target.name} split "
                          "(rows are matched by SMILES); write it with hsanet evaluate --split ... --out")
-    result = head_to_head(target.descriptions, [by_smiles[k] for k in keys], baseline, sims, data_dir)
+    result = head_to_head(target.descriptions, outs, baseline, sims, data_dir)
     result["predictions"] = str(path)
     return result
 

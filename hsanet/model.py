@@ -144,6 +144,23 @@ class HSANet(nn.Module):
         self.config.variant = variant
         self.hap.variant = variant
 
+    def set_inference_switches(self, retrieval_k: int | None = None, copy: bool | None = None) -> None:
+        """Switch retrieval augmentation (``retrieval_k`` neighbour captions in the prompt; 0 = off)
+        and the copy head (``copy=False``) for inference: an ablation of a model trained with them.
+        ``None`` leaves a switch as it is; a copy head cannot be switched on when it was not trained."""
+        if retrieval_k is not None:
+            self.config.retrieval_k = int(retrieval_k)
+        if copy is False:
+            self.load_decoder()
+            if self.decoder is not None:
+                self.decoder.copy = None
+
+    @property
+    def copy_active(self) -> bool:
+        """Whether captions are generated with the copy head."""
+        self.load_decoder()
+        return bool(self.decoder is not None and self.decoder.copy is not None)
+
     def encode(self, batch, keep_experts: bool = False, generator: torch.Generator | None = None,
                noise_keys: torch.Tensor | None = None) -> dict:
         """Graph side of HSA-Net for a PyG batch: levels, HAP routing, motif tokens, SAF fusion.

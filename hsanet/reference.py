@@ -710,14 +710,11 @@ def cmd_build(args) -> int:
 
     captions = None
     if args.captions_from:
-        from .metrics.captions import read_predictions
+        from .metrics.captions import outputs_for
 
-        p_smiles, _, p_outs = read_predictions(args.captions_from)
-        by_smiles = dict(zip(p_smiles, p_outs))
-        missing = sum(1 for s_ in smiles if s_ not in by_smiles)
+        captions, missing = outputs_for(args.captions_from, smiles)
         if missing:
             raise UsageError(f"{args.captions_from} has no caption for {missing} of the {len(smiles)} molecules")
-        captions = [by_smiles[s_] for s_ in smiles]
         print(f"reference: captions taken from {args.captions_from}", flush=True)
     command = _command_line(args)
     ref = build_reference(model, smiles, args.out, descriptions=descriptions, cids=cids, caption=caption,

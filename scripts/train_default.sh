@@ -39,17 +39,12 @@ case "$STAGE" in
 import sys
 from hsanet.data.chebi import load_chebi
 from hsanet.model import HSANet
-from hsanet.retrieval import FingerprintIndex
-from hsanet.training.data import parse_rows
+from hsanet.training.caption import attach_training_pool
 
 folder = sys.argv[1]
 model = HSANet.from_pretrained(folder, device="cpu")
 if model.config.retrieval_k and model.retrieval is None:
-    split = load_chebi("train")
-    mols, caps, _ = parse_rows(split.smiles, split.descriptions, model.config.max_atoms)
-    model.retrieval = FingerprintIndex.build([m.smiles for m in mols], caps)
-    model.meta["retrieval_pool"] = f"ChEBI-20 train split, {len(model.retrieval)} molecules"
-    model.save_pretrained(folder)
+    attach_training_pool(model, load_chebi("train")).save_pretrained(folder)
 print(f"{folder}: retrieval pool {model.meta.get('retrieval_pool', 'none')}")
 EOF
     ;;

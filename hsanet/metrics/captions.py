@@ -137,15 +137,21 @@ def sentence_scores(reference: str, prediction: str, data_dir: str | os.PathLike
     4-gram, where unsmoothed BLEU is 0); it is therefore not comparable with the corpus BLEU
     of :func:`caption_metrics`. METEOR is exactly the per-caption term averaged there.
     """
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
     from nltk.translate.meteor_score import meteor_score
 
     from hsanet.metrics.wordnet import ensure_wordnet
 
     ref, out = tokenize([reference, prediction], data_dir)
-    bleu4 = sentence_bleu([ref], out, smoothing_function=SmoothingFunction().method1) if out else 0.0
+    bleu4 = _sentence_bleu4(ref, out)
     ensure_wordnet(quiet=True)
-    return {"bleu4": float(bleu4), "meteor": float(meteor_score([ref], out))}
+    return {"bleu4": bleu4, "meteor": float(meteor_score([ref], out))}
+
+
+def _sentence_bleu4(ref: list[str], out: list[str]) -> float:
+    """Sentence BLEU-4 of word-pieces with NLTK's ``method1`` smoothing (0 for an empty output)."""
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    return float(sentence_bleu([ref], out, smoothing_function=SmoothingFunction().method1)) if out else 0.0
 
 
 # --------------------------------------------------------------------------- files
@@ -197,6 +203,22 @@ def write_predictions(
     return path
 
 
+def outputs_for(path: str | os.PathLike, smiles: list[str]) -> tuple[list[str] | None, int]:
+    """The outputs of a predictions TSV for ``smiles``, rows matched by SMILES (any order, as in
+    MolT5's published files; the first row of a repeated SMILES counts).
+
+    Returns ``(outputs, 0)``, or ``(None, missing)`` when ``missing`` of the SMILES have no row.
+    Raises ``ValueError`` for a file without the expected columns.
+    """
+    p_smiles, _, p_outs = read_predictions(path)
+    by_smiles: dict[str, str] = {}
+    for smi, out in zip(p_smiles, p_outs):
+        by_smiles.setdefault(smi, out)
+    keys = [clean_field(s) for s in smiles]
+    missing = sum(k not in by_smiles for k in keys)
+    return (None, missing) if missing else ([by_smiles[k] for k in keys], 0)
+
+
 def score_predictions(path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> dict:
     """:func:`caption_metrics` of a predictions TSV written by MolT5 or :func:`write_predictions`."""
     _, refs, outs = read_predictions(path)
@@ -225,19 +247,13 @@ def head_to_head(references: list[str], predictions: list[str], baseline: list[s
         ``tie``, ``loss`` (fractions) and the mean sentence BLEU-4 of ``model`` and ``baseline``.
     """
     import numpy as np
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     n = len(references)
     if not (len(predictions) == len(baseline) == len(similarities) == n):
         raise ValueError("references, predictions, baseline and similarities must have one entry per molecule")
     refs, outs, base = (tokenize(list(x), data_dir) for x in (references, predictions, baseline))
-    smooth = SmoothingFunction().method1
-
-    def bleu(r, o):
-        return float(sentence_bleu([r], o, smoothing_function=smooth)) if o else 0.0
-
-    m = np.array([bleu(r, o) for r, o in zip(refs, outs)])
-    b = np.array([bleu(r, o) for r, o in zip(refs, base)])
+    m = np.array([_sentence_bleu4(r, o) for r, o in zip(refs, outs)])
+    b = np.array([_sentence_bleu4(r, o) for r, o in zip(refs, base)])
     sim = np.nan_to_num(np.asarray(similarities, dtype=float), nan=0.0)
 
     def summary(mask) -> dict:

@@ -37,6 +37,17 @@ from . import cache
 from .data import CaptionDataset, LengthGroupedSampler, ResumableLoader, build_dataset, collate, parse_rows
 
 
+def attach_training_pool(model: HSANet, split, index: FingerprintIndex | None = None) -> HSANet:
+    """Make ``split`` (a ChebiSplit, the training data) the model's retrieval pool, as a trained
+    model carries it: the molecules that parse within the atom limit, or a prebuilt ``index``."""
+    if index is None:
+        mols, caps, _ = parse_rows(split.smiles, split.descriptions, model.config.max_atoms)
+        index = FingerprintIndex.build([m.smiles for m in mols], caps)
+    model.retrieval = index
+    model.meta["retrieval_pool"] = f"ChEBI-20 {split.name} split, {len(index)} molecules"
+    return model
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU has bf16 matrix or vector units (Intel AMX or AVX512-BF16)."""
     try:
@@ -284,12 +295,7 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
     if (out / "best" / "config.json").exists():
         best = HSANet.from_pretrained(out / "best", device="cpu")
         if config.retrieval_k:
-            if legacy:
-                mols, caps, _ = parse_rows(tr_split.smiles, tr_split.descriptions, config.max_atoms)
-                best.retrieval = FingerprintIndex.build([m.smiles for m in mols], caps)
-            else:
-                best.retrieval = pool()
-            best.meta["retrieval_pool"] = f"ChEBI-20 {tr_split.name} split, {len(best.retrieval)} molecules"
+            attach_training_pool(best, tr_split, None if legacy else pool())
         best.meta["wall_seconds"] = round(time.time() - start, 1)
         best.save_pretrained(out / "best")
         result["best_val_loss"] = best.meta.get("best_val_loss")
