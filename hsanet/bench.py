@@ -538,7 +538,12 @@ def _caption_train_rate(net, rep: Report, section: str, label: str, bs: int, ste
     ds, _ = prepare_dataset(net, {"no_cache": True}, Path("."), {}, "fit", smiles, caps,
                             lambda s=None, c=None: FingerprintIndex.build(s, c), exclude_self=True)
     order = list(LengthGroupedSampler(ds.lengths(), bs, seed=0))
-    order = [o for o in order if len(o) == bs]
+    # full batches only, unless the data has fewer than bs molecules (the built-in fallback pool):
+    # then its one short batch, or the repetition below never ends
+    order = [o for o in order if len(o) == bs] or order
+    if not order:
+        rep.skip(section, f"{label}: no training molecules")
+        return {}
     while len(order) < steps + warmup:
         order += order
     module = CaptionModule(net)
