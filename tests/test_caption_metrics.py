@@ -151,6 +151,7 @@ def test_rescoring_matches_molt5_paper(name, wordnet_ready):
 
 
 # ----------------------------------------------------------------------------- head to head
+@needs_vocab
 def test_head_to_head_counts_wins_ties_losses_by_similarity():
     ref = "The molecule is a monocarboxylic acid that is acetic acid substituted by a phenyl group."
     good = ref
