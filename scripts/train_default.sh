@@ -6,7 +6,7 @@
 # Stages (each reads what the one before wrote; run them in this order):
 #   train     caption model on the ChEBI-20 train split, best weights by validation loss (500 molecules)
 #             (a sitting of at most 130 minutes; continue one with RESUME=runs/default/last.ckpt, or
-#             a later session from the committed weights with INIT=assets/hsanet-default)
+#             a later session from the committed weights with INIT=assets/hsanet-default, LR=5e-4)
 #   pool      (a killed sitting only) the training split attached as the retrieval pool
 #   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off;
 #             and the copy head or retrieval switched off at inference (ablations of the trained model)
@@ -29,6 +29,7 @@ case "$STAGE" in
     extra=()
     [ -n "${RESUME:-}" ] && extra+=(--resume "$RESUME")
     [ -n "${INIT:-}" ] && extra+=(--init "$INIT")
+    [ -n "${LR:-}" ] && extra+=(--lr "$LR")
     $HSANET train --task caption --config configs/default.yaml --out "$RUNS/default" \
       --max-minutes "${MINUTES:-130}" "${extra[@]}"
     ;;
