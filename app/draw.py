@@ -2,7 +2,7 @@
 
 Rendering only: the fragment ids, scan order and per-atom changes come from the Trace. The atoms
 are drawn from the trace's canonical SMILES, whose atom order is the order of the Trace's per-atom
-fields (hsanet.chem.parse rebuilds every molecule from its canonical SMILES).
+fields (hsanet.featurizers.parse rebuilds every molecule from its canonical SMILES).
 """
 from __future__ import annotations
 

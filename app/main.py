@@ -2,7 +2,7 @@
 
 The page is thin: configuration, the sidebar (model, teaching mode, decoding, jump-to links), then
 one function per view in app/views/, top to bottom. Everything shown comes from the
-:class:`hsanet.trace.Trace` that ``HSANet.analyze`` returns (see app/state.py for the caching).
+:class:`hsanet.inference.trace.Trace` that ``HSANet.analyze`` returns (see app/state.py for the caching).
 
 A molecule is analyzed in two passes: first without the caption (tens of milliseconds), so every
 structural view shows at once, then with it (about a second of greedy decoding on a CPU); the caption
@@ -17,6 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:      # `streamlit run app/main.py` puts only app/ on the path
     sys.path.insert(0, str(ROOT))
 
+# process settings of an entry point (hsanet/inference/runtime.py), before torch_geometric loads
+from hsanet.inference.runtime import defer_unused_imports, tune_allocator  # noqa: E402
+
+defer_unused_imports()
+tune_allocator()
+
 import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="HSA-Net Explorer", page_icon=":material/hub:", layout="wide",
@@ -27,7 +33,7 @@ from app import state  # noqa: E402
 from app.views import (ablation, caption, embedding, export, input as input_view, molecule,  # noqa: E402
                        oversmoothing, routing, runtime, saf)
 from app.views.common import SECTIONS, Page  # noqa: E402
-from hsanet.chem import MoleculeError, parse  # noqa: E402
+from hsanet.featurizers import MoleculeError, parse  # noqa: E402
 
 
 def sidebar(info: state.ModelInfo) -> Page:

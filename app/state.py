@@ -14,9 +14,6 @@ Nothing here computes model outputs or metrics: it calls ``HSANet.analyze`` and 
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -24,21 +21,20 @@ from typing import Any, Callable, NamedTuple
 import streamlit as st
 
 from hsanet import paths
-from hsanet.trace import Trace
+from hsanet.config import ABLATION_ORDER
+from hsanet.inference import batch, variants
+from hsanet.inference.batch import BudgetExceeded
+from hsanet.inference.trace import Trace
 
 CHECKPOINT_ENV = "HSANET_CHECKPOINT"
 BUDGET_ENV = "HSANET_TIME_BUDGET_S"
 BATCH_BUDGET_ENV = "HSANET_BATCH_BUDGET_S"
 DEFAULT_BUDGET_S = 120.0
 DEFAULT_BATCH_BUDGET_S = 1800.0
-VARIANTS = ("attn", "mamba", "nosaf", "full")
+VARIANTS = ABLATION_ORDER
 UNTRAINED_NOTICE = ("No trained default model yet: `assets/hsanet-default` is missing, so the app runs an "
                     "**untrained** HSA-Net. Its routing, tokens, properties and captions are not meaningful; "
                     "the views still show what the model computes.")
-
-
-class BudgetExceeded(RuntimeError):
-    """An analysis did not finish within the time budget of one request."""
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -117,9 +113,7 @@ def _load(key: ModelKey):
     import torch
 
     from hsanet import HSANet
-    from hsanet.runtime import tune_allocator
 
-    tune_allocator()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if key.folder is None:
         return HSANet().eval().to(device), None
@@ -163,45 +157,22 @@ def get_model():
 
 
 # --------------------------------------------------------------------------------------- traces
-@st.cache_resource
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="hsanet-worker")
-
-
-@st.cache_resource
-def _inflight() -> tuple[dict, threading.Lock]:
-    return {}, threading.Lock()
-
-
 def run_with_budget(key: Any, fn: Callable[[], Any], budget_s: float) -> Any:
-    """Run ``fn`` in the worker pool and wait at most ``budget_s`` seconds for it.
-
-    A request for the same ``key`` while the first is still running waits on that same job.
+    """:func:`hsanet.inference.batch.run_with_budget`, with the app's explanation when it runs over.
 
     Raises
     ------
     BudgetExceeded
         when the job is still running after ``budget_s`` seconds (it keeps running).
     """
-    jobs, lock = _inflight()
-    with lock:
-        fut: Future | None = jobs.get(key)
-        if fut is None:
-            fut = _executor().submit(fn)
-            jobs[key] = fut
     try:
-        return fut.result(timeout=budget_s)
-    except FutureTimeout:
-        raise BudgetExceeded(
-            f"HSA-Net did not finish within this request's time budget of {budget_s:.0f} s "
-            f"(set {BUDGET_ENV} to change it). The analysis keeps running on the server: press "
-            "**Check again** in a moment to see it, or choose greedy decoding, fewer caption tokens or a smaller "
-            "molecule.") from None
-    finally:
-        if fut.done():
-            with lock:
-                if jobs.get(key) is fut:
-                    del jobs[key]
+        return batch.run_with_budget(key, fn, budget_s)
+    except BudgetExceeded as exc:
+        exc.args = (f"HSA-Net did not finish within this request's time budget of {budget_s:.0f} s "
+                    f"(set {BUDGET_ENV} to change it). The analysis keeps running on the server: press "
+                    "**Check again** in a moment to see it, or choose greedy decoding, fewer caption tokens or a "
+                    "smaller molecule.",)
+        raise
 
 
 @st.cache_data(max_entries=512, show_spinner="Running HSA-Net on this molecule…")
@@ -232,41 +203,35 @@ class VariantResult:
 
 
 def ablation_folder(variant: str) -> Path:
-    return paths.ABLATION_DIR / variant
+    return variants.ablation_folder(variant)
 
 
 def variant_trace(variant: str, default: ModelKey, smiles: str, num_beams: int,
                   max_new_tokens: int | None) -> VariantResult:
-    """One column of the ablation compare view (see the issue's lead's note).
-
-    * ``assets/ablations/<variant>`` exists: that checkpoint (labelled untrained when it is); the
-      shipped ones, ``full`` included, come from one recipe (docs/RESULTS.md), so they compare fairly;
-    * ``full`` without a checkpoint: the app's model;
-    * ``attn`` / ``mamba`` without a checkpoint: HAP routing forced on the full model's weights;
-    * ``nosaf`` without a checkpoint: nothing (its fusion module needs its own weights).
-    """
-    folder = ablation_folder(variant)
+    """One column of the ablation compare view; which model it comes from is
+    :func:`hsanet.inference.variants.variant_plan`'s choice."""
+    plan = variants.variant_plan(variant)
     try:
-        if folder.is_dir():
-            key = ModelKey(str(folder), _stamp(folder))
+        if plan.source == "checkpoint":
+            key = ModelKey(str(plan.checkpoint), _stamp(plan.checkpoint))
             _, info = model_info(key)
             tr = get_trace(key, smiles, num_beams, max_new_tokens)
-            label = f"ablation checkpoint `{_short(folder)}`"
+            label = f"ablation checkpoint `{_short(plan.checkpoint)}`"
             if not tr.trained:
                 label += " — **untrained**"
             return VariantResult(variant, label, tr, tr.trained, info.notice if info.notice else None)
-        if variant == "full":
+        if plan.source == "model":
             tr = get_trace(default, smiles, num_beams, max_new_tokens)
             label = "the app's model" + ("" if tr.trained else " — **untrained**")
             return VariantResult(variant, label, tr, tr.trained)
-        if variant in ("attn", "mamba"):
-            tr = get_trace(default, smiles, num_beams, max_new_tokens, routing=variant)
+        if plan.source == "routing":
+            tr = get_trace(default, smiles, num_beams, max_new_tokens, routing=plan.routing)
             label = "routing forced on the full model's weights — no ablation checkpoint"
             if not tr.trained:
                 label += " (and that model is **untrained**)"
             return VariantResult(variant, label, tr, tr.trained)
         return VariantResult(variant, "no checkpoint available",
-                             message=f"No no-SAF checkpoint is available (`{_short(folder)}` is missing). "
+                             message=f"No no-SAF checkpoint is available (`{_short(plan.checkpoint)}` is missing). "
                                      "This variant replaces SAF by a plain MLP, which needs its own trained "
                                      "weights, so it cannot be emulated on the full model.")
     except BudgetExceeded as exc:
@@ -284,9 +249,9 @@ def _dir_stamp(folder: Path) -> int:
 @st.cache_resource(show_spinner="Loading the reference set…", max_entries=2)
 def _reference(folder: str, stamp: int):
     try:
-        from hsanet.reference import ReferenceSet
+        from hsanet.reference.store import ReferenceSet
     except ImportError as exc:
-        return None, f"this build has no `hsanet.reference` ({exc})"
+        return None, f"this build has no `hsanet.reference.store` ({exc})"
     if not Path(folder).is_dir():
         return None, ("`assets/reference` is missing (build it with "
                       "`./run hsanet reference build`)")

@@ -1,18 +1,28 @@
 """HSA-Net Explorer: a reference implementation of HSA-Net (Shao et al., arXiv 2508.08334, AAAI-26).
 
-Data flow, one module per box of the paper's Figure 1::
+Data flow, one package per stage of the paper's Figure 1 (docs/MODEL.md maps equations to code)::
 
-    chem/ (parse, featurize) -> encoder.py (GIN levels) -> projectors/ (E_Attn, E_Mamba) -> hap.py
-        -> motif.py -> saf.py -> lm/ (caption decoder) + heads.py -> model.py (HSANet) -> trace.py
+    featurizers/ (parse, graph) -> nn/gin.py (GIN levels) -> nn/cross_attn.py | nn/graph_mamba.py
+        -> nn/hap.py (Eqs. 2-3) -> nn/motif.py -> nn/saf.py (Eqs. 4-5) -> lm/ (Eq. 6) + nn/heads.py
+        -> models/hsanet.py (HSANet) -> inference/ (analyze -> Trace)
+
+``import hsanet`` has no side effects and imports nothing heavy: the names below load on first use.
+The process settings of :mod:`hsanet.inference.runtime` are applied by the entry points (the
+``hsanet`` command and the app), not here.
 """
-from .runtime import defer_unused_imports
+from __future__ import annotations
 
-defer_unused_imports()     # before anything imports torch_geometric (see hsanet/runtime.py)
-
-from .chem import Molecule, MoleculeError, parse  # noqa: E402
-from .config import HSANetConfig  # noqa: E402
-from .model import CheckpointError, HSANet  # noqa: E402
-from .trace import Trace  # noqa: E402
+from hsanet.lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = ["HSANet", "HSANetConfig", "Trace", "Molecule", "MoleculeError", "parse", "CheckpointError"]
+
+_EXPORTS = {
+    "HSANet": "hsanet.models.hsanet", "CheckpointError": "hsanet.models.hsanet",
+    "HSANetConfig": "hsanet.config", "Trace": "hsanet.inference.trace",
+    "Molecule": "hsanet.featurizers.parse", "MoleculeError": "hsanet.featurizers.parse",
+    "parse": "hsanet.featurizers.parse",
+}
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

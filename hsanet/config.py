@@ -1,6 +1,6 @@
 """One configuration object for the whole HSA-Net model (nanoGPT style).
 
-Defaults follow the paper's predecessors where the paper is silent (GUIDE.md section 1): a 5-layer
+Defaults follow the paper's predecessors where the paper is silent (docs/MODEL.md): a 5-layer
 GIN with hidden size 300 (LLaMo, MolCA), 4 query tokens per level, 4 heads, 4 motif queries,
 Mamba's d_state 16 / d_conv 4 / expand 2, top-2 of 4 SAF experts, load-balancing coefficient 0.01.
 """
@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VARIANTS = ("full", "attn", "mamba", "nosaf")
+# the order and names of the paper's Table 3 (the ablation report and the app's compare view)
+ABLATION_ORDER = ("attn", "mamba", "nosaf", "full")
+VARIANT_LABELS = {"attn": "attn only", "mamba": "mamba only", "nosaf": "attn+mamba, no SAF", "full": "full HSA-Net"}
+ROUTINGS = ("attn", "mamba")      # variants that are one fixed HAP routing of the full model's weights
 
 
 class ConfigError(ValueError):

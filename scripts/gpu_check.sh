@@ -28,12 +28,12 @@ $PY -m pip install -q --no-build-isolation -r requirements-gpu.txt >> "$OUT/pip.
 $PY - > "$OUT/torch.txt" 2>&1 <<'PY' || fail "torch sees no GPU"
 import torch
 print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-from hsanet.projectors.scan import kernel_available, backend_for
+from hsanet.nn.selective_scan import kernel_available, backend_for
 print("mamba-ssm kernel:", kernel_available(), backend_for("cuda"))
 assert torch.cuda.is_available()
 PY
 note "scan equivalence tests (PyTorch scans vs mamba-ssm's kernel)"
-$PY -m pytest -q -p no:cacheprovider tests/test_scan.py -rs > "$OUT/scan-tests.txt" 2>&1 || fail "scan tests"
+$PY -m pytest -q -p no:cacheprovider tests/unit/test_scan.py -rs > "$OUT/scan-tests.txt" 2>&1 || fail "scan tests"
 grep -q "SKIPPED.*mamba-ssm" "$OUT/scan-tests.txt" && fail "the mamba-ssm kernel test was skipped"
 note "hsanet bench --sections analysis,train,embed,gpu"
 timeout 420 .venv/bin/hsanet bench --sections analysis,train,embed,gpu --runs 10 --json "$OUT/bench.json" \

@@ -39,7 +39,7 @@ case "$STAGE" in
     $PY - "$RUNS/default/best" <<'EOF'
 import sys
 from hsanet.data.chebi import load_chebi
-from hsanet.model import HSANet
+from hsanet.models.hsanet import HSANet
 from hsanet.training.caption import attach_training_pool
 
 folder = sys.argv[1]
@@ -69,7 +69,7 @@ EOF
     $PY - "$RUNS/props" assets/hsanet-default <<'EOF'
 import shutil, sys
 from pathlib import Path
-from hsanet.model import HSANet
+from hsanet.models.hsanet import HSANet
 
 src, dst = sys.argv[1], Path(sys.argv[2])
 model = HSANet.from_pretrained(src, device="cpu")

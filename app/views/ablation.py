@@ -13,7 +13,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app import state
-from app.views.common import METRIC_LABELS, Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import METRIC_LABELS, Page, show_figure, view
 
 TITLES = {"attn": "Attention only", "mamba": "Mamba only", "nosaf": "No SAF", "full": "Full HSA-Net"}
 COLOURS = {"attn": "#1f77b4", "mamba": "#ff7f0e", "nosaf": "#9467bd", "full": "#d62728"}
@@ -35,11 +36,8 @@ def metrics_figure(results) -> go.Figure:
     return fig
 
 
-def render(page: Page) -> None:
-    section("ablation")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("ablation")
+def render(page: Page, tr: Trace) -> None:
     request = (tr.smiles, page.num_beams, page.max_new_tokens)
     if st.session_state.get("compare_for") != request:
         st.caption("Runs this molecule through the four variants (up to three more analyses).")

@@ -1,14 +1,16 @@
 """What every view gets: the page context, section headers with anchors, and figure display."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 import streamlit as st
 
+from app import state
 from app.state import ModelInfo
 from app.teaching import explain
-from hsanet.trace import Trace
+from hsanet.inference.trace import Trace
 
 # (anchor, title) of the views, top to bottom; the sidebar's "jump to" links use the anchors.
 SECTIONS = [
@@ -62,9 +64,32 @@ def needs_trace(page: Page) -> bool:
     return True
 
 
+def view(key: str):
+    """Decorator of a view's ``render(page, trace)``: the section header, then the view, or a one-line
+    hint when there is no molecule yet. The decorated function is called as ``render(page)``."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def render(page: Page) -> None:
+            section(key)
+            if needs_trace(page):
+                fn(page, page.trace)
+        return render
+    return wrap
+
+
 def show_figure(page: Page, name: str, fig: go.Figure, key: str | None = None, **kwargs):
     """Show a plotly figure (its toolbar downloads it as PNG or SVG) and register it for export."""
     page.figures[name] = fig
     config = {"displaylogo": False,
               "toImageButtonOptions": {"format": page.image_format, "filename": f"hsanet-{name}", "scale": 2}}
     return st.plotly_chart(fig, config=config, key=key or f"fig-{name}", width="stretch", **kwargs)
+
+
+def reference_statistic(pick, what: str):
+    """(reference set, ``pick(reference set)``) for a statistic of the reference set; when it is absent
+    (None), an info line says what is missing and why."""
+    ref, why = state.reference_set()
+    value = pick(ref)
+    if value is None:
+        st.info(f"{what} over the reference set: {why or 'not in this reference set'}.")
+    return ref, value

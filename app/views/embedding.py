@@ -2,7 +2,7 @@
 placed on it, colour by a chosen field, hover captions, selection showing the structure; the nearest
 reference molecules with their captions.
 
-ReferenceSet API (hsanet.reference): ``stages``, ``table``, ``coords(stage)``, ``place(trace, stage)``,
+ReferenceSet API (hsanet.reference.store): ``stages``, ``table``, ``coords(stage)``, ``place(trace, stage)``,
 ``nearest(trace, stage, k)``.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import draw, state
-from app.views.common import Page, needs_trace, section, show_figure
-from app.views.input import _set_input
+from hsanet.inference.trace import Trace
+from app.views.common import Page, show_figure, view
+from app.views.input import set_input
 
 MAX_CATEGORIES = 24
 CLUSTER, HAP, ATOMS = "cluster (k-means at this stage)", "HAP pattern", "heavy atoms"
@@ -29,7 +30,7 @@ def stage_label(stage) -> str:
 
 def colour_fields(ref) -> dict[str, object]:
     """Colour choices -> a column name, or a function of the stage giving it (clusters are per stage)."""
-    from hsanet.reference import cluster_column
+    from hsanet.reference.store import cluster_column
 
     fields: dict[str, object] = {}
     columns = set(ref.table.columns)
@@ -101,11 +102,8 @@ def _selected_rows(event) -> list[int]:
     return rows
 
 
-def render(page: Page) -> None:
-    section("embedding")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("embedding")
+def render(page: Page, tr: Trace) -> None:
     ref, why = state.reference_set()
     if ref is None:
         st.info(f"No reference set, so no map: {why}.")
@@ -147,7 +145,7 @@ def render(page: Page) -> None:
                 st.markdown(f"**Generated caption:** {row['caption']}")
             if row.get("description"):
                 st.markdown(f"**ChEBI-20 description:** {row['description']}")
-            st.button("Analyze this molecule", key="map_analyze", on_click=_set_input, args=(str(row["smiles"]),))
+            st.button("Analyze this molecule", key="map_analyze", on_click=set_input, args=(str(row["smiles"]),))
     with right:
         st.markdown(f"**Nearest reference molecules** ({stage_label(stage)}, cosine)")
         try:

@@ -12,7 +12,8 @@ import re
 
 import streamlit as st
 
-from app.views.common import Page, needs_trace, section
+from hsanet.inference.trace import Trace
+from app.views.common import Page, view
 
 
 def file_stem(smiles: str) -> str:
@@ -31,11 +32,8 @@ def render_image(fig_json: str, fmt: str) -> bytes:
     return kaleido.calc_fig_sync(fig.to_dict(), opts=opts, kopts={"mathjax": False})
 
 
-def render(page: Page) -> None:
-    section("export")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("export")
+def render(page: Page, tr: Trace) -> None:
     stem = file_stem(tr.smiles)
     report = json.dumps(tr.to_json(), indent=2, ensure_ascii=False)
     a, b = st.columns(2, gap="large")

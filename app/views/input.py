@@ -1,7 +1,6 @@
 """1. Input: the Ketcher editor, a SMILES box, example molecules and batch mode (CSV upload)."""
 from __future__ import annotations
 
-import time
 import zlib
 
 import pandas as pd
@@ -9,7 +8,8 @@ import streamlit as st
 
 from app import state
 from app.views.common import Page, section
-from hsanet.chem import MoleculeError, parse
+from hsanet.featurizers import MoleculeError, parse
+from hsanet.inference import batch
 from hsanet.data.tables import TableError, read_table, to_safe_csv
 
 # Small to large, one salt; all are in the ChEBI-20 test split, so the caption view can score them.
@@ -28,11 +28,10 @@ EXAMPLES = [
 INPUT_KEY = "smiles_input"
 BATCH_MAX_ROWS = 1000
 BATCH_MAX_BYTES = 5_000_000
-BATCH_CHUNK = 8
 KETCHER_HEIGHT = 430
 
 
-def _set_input(text: str) -> None:
+def set_input(text: str) -> None:
     st.session_state[INPUT_KEY] = text
 
 
@@ -97,7 +96,7 @@ def render(page: Page, model):
         st.markdown("**Examples** (small to large, one salt)")
         cols = st.columns(2)
         for i, (name, smiles, size) in enumerate(EXAMPLES):
-            cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=_set_input, args=(smiles,),
+            cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=set_input, args=(smiles,),
                                width="stretch", help=smiles)
     _batch(page, model)
     return st.session_state.get(INPUT_KEY, ""), messages
@@ -111,64 +110,24 @@ def _pick_row(rows: list[dict]) -> None:
     except (KeyError, TypeError):
         return
     if picked and 0 <= picked[0] < len(rows) and rows[picked[0]].get("smiles"):
-        _set_input(rows[picked[0]]["smiles"])
-
-
-def _result_row(number: int, text: str, trace=None, error: str = "") -> dict:
-    row = {"row": number, "input": text, "smiles": "", "heavy_atoms": None, "fragments": None,
-           "hap_pattern": "", "caption": ""}
-    if trace is not None:
-        row.update(smiles=trace.smiles, heavy_atoms=trace.num_atoms, fragments=trace.num_fragments,
-                   hap_pattern=trace.hap_pattern, caption=trace.caption or "")
-        for name, value in trace.properties.items():
-            row[f"pred: {name}"] = value
-    row["error"] = error
-    return row
+        set_input(rows[picked[0]]["smiles"])
 
 
 def run_batch(page: Page, model, smiles: list[str], captions: bool) -> dict:
-    """Analyze every row (progress bar); rows that fail keep their error message."""
+    """Analyze every row with :func:`hsanet.inference.batch.run_batch`, with a progress bar."""
     n = len(smiles)
-    rows: list[dict | None] = [None] * n
-    valid = []
-    for i, text in enumerate(smiles):
-        try:
-            valid.append((i, parse(text, page.info.max_atoms)))
-        except MoleculeError as exc:
-            rows[i] = _result_row(i + 1, text, error=str(exc))
     bar = st.progress(0.0, text=f"Analyzing {n} molecules…")
-    budget = state.batch_budget_s()
-    start = time.perf_counter()
-    done = n - len(valid)
-    stopped = None
-    kwargs = dict(caption=captions, num_beams=page.num_beams, max_new_tokens=page.max_new_tokens, metrics=False)
-    for j in range(0, len(valid), BATCH_CHUNK):
-        if time.perf_counter() - start > budget:
-            stopped = (f"Stopped after {done} of {n} rows: the batch time budget of {budget:.0f} s was exceeded "
-                       f"(set {state.BATCH_BUDGET_ENV} to change it). The remaining rows are marked.")
-            for i, m in valid[j:]:
-                rows[i] = _result_row(i + 1, smiles[i], error="not analyzed: batch time budget exceeded")
-            break
-        part = valid[j:j + BATCH_CHUNK]
-        try:
-            traces = model.analyze([m for _, m in part], **kwargs)
-        except Exception:   # isolate the molecule that fails
-            traces = []
-            for _, m in part:
-                try:
-                    traces.append(model.analyze(m, **kwargs))
-                except Exception as exc:
-                    traces.append(exc)
-        for (i, _), tr in zip(part, traces):
-            if isinstance(tr, Exception):
-                rows[i] = _result_row(i + 1, smiles[i], error=f"{type(tr).__name__}: {tr}")
-            else:
-                rows[i] = _result_row(i + 1, smiles[i], tr)
-        done += len(part)
-        bar.progress(done / n, text=f"Analyzed {done} of {n} molecules")
-    bar.progress(1.0, text=f"Done: {n} rows in {time.perf_counter() - start:.1f} s")
-    return {"rows": [r for r in rows if r is not None], "stopped": stopped,
-            "seconds": time.perf_counter() - start}
+    result = batch.run_batch(model, smiles, caption=captions, num_beams=page.num_beams,
+                             max_new_tokens=page.max_new_tokens, budget_s=state.batch_budget_s(),
+                             progress=lambda done, total: bar.progress(done / total,
+                                                                       text=f"Analyzed {done} of {total} molecules"))
+    bar.progress(1.0, text=f"Done: {n} rows in {result['seconds']:.1f} s")
+    stop = result["stopped"]
+    if stop:
+        result["stopped"] = (f"Stopped after {stop['done']} of {stop['total']} rows: the batch time budget of "
+                             f"{stop['budget_s']:.0f} s was exceeded (set {state.BATCH_BUDGET_ENV} to change it). "
+                             "The remaining rows are marked.")
+    return result
 
 
 def _batch(page: Page, model) -> None:
@@ -205,6 +164,6 @@ def _batch(page: Page, model) -> None:
         if ok:
             choice = pick_col.selectbox("Row to inspect", ok, key="batch_pick",
                                         format_func=lambda i: f"row {rows[i]['row']}: {rows[i]['smiles'][:60]}")
-            go_col.button("Inspect", key="batch_inspect", on_click=_set_input, args=(rows[choice]["smiles"],))
+            go_col.button("Inspect", key="batch_inspect", on_click=set_input, args=(rows[choice]["smiles"],))
         dl_col.download_button("Download CSV", to_safe_csv(rows), file_name="hsanet-batch.csv", mime="text/csv",
                                key="batch_download", on_click="ignore")

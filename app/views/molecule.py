@@ -11,16 +11,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import draw
-from app.views.common import Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import Page, show_figure, view
 
 FRAGMENTS, CHANGE, PLAIN = "BRICS fragments", "Feature change between two levels", "No colour"
 
 
-def render(page: Page) -> None:
-    section("molecule")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("molecule")
+def render(page: Page, tr: Trace) -> None:
     mol = draw.molecule(tr.smiles)
     if mol is None or mol.GetNumAtoms() != tr.num_atoms or len(tr.atom_fragment) != tr.num_atoms:
         st.warning("The drawing's atoms do not line up with the trace's atoms; overlays are off.")

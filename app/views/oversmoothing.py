@@ -12,7 +12,8 @@ from plotly.subplots import make_subplots
 
 from app import state
 from app.views import refdata
-from app.views.common import METRIC_LABELS, Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import METRIC_LABELS, Page, show_figure, view
 
 MOLECULE_COLOUR = "#d62728"
 BAND_COLOUR = "rgba(31,119,180,0.18)"
@@ -49,17 +50,14 @@ def figure(trace, ref=None) -> go.Figure:
     return fig
 
 
-def render(page: Page) -> None:
-    section("oversmoothing")
-    if not needs_trace(page):
-        return
-    tr = page.trace
-    ref, why = state.reference_set()
-    if ref is None:
-        st.caption(f"No reference band: {why}.")
+@view("oversmoothing")
+def render(page: Page, tr: Trace) -> None:
     if not any(lv.metrics for lv in tr.levels):
         st.info("This trace carries no over-smoothing metrics.")
         return
+    ref, why = state.reference_set()
+    if ref is None:
+        st.caption(f"No reference band: {why}.")
     show_figure(page, "oversmoothing", figure(tr, ref))
     with st.expander("All metrics per level (MADGap, normalized Dirichlet energy, numerical rank too)"):
         st.dataframe(pd.DataFrame([{"level": lv.level, **lv.metrics} for lv in tr.levels]), hide_index=True)

@@ -1,4 +1,4 @@
-"""Reading the reference set's precomputed statistics (hsanet.reference.ReferenceSet) for plotting.
+"""Reading the reference set's precomputed statistics (hsanet.reference.store.ReferenceSet) for plotting.
 
 ``hsanet reference build`` computes them; this module only picks them out of the ReferenceSet and
 returns None where a statistic is absent, so that a view says so instead of failing.

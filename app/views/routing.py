@@ -10,9 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state
 from app.views import refdata
-from app.views.common import Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import reference_statistic, Page, show_figure, view
 
 ATTN, MAMBA = "#1f77b4", "#ff7f0e"
 
@@ -52,11 +52,8 @@ def share_figure(trace, share: pd.Series, mean_p: pd.Series | None = None) -> go
     return fig
 
 
-def render(page: Page) -> None:
-    section("routing")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("routing")
+def render(page: Page, tr: Trace) -> None:
     left, right = st.columns(2, gap="large")
     with left:
         show_figure(page, "hap-routing", gate_figure(tr))
@@ -66,9 +63,6 @@ def render(page: Page) -> None:
         if "forced" in tr.variant or tr.variant in ("attn", "mamba"):
             st.caption(f"Variant `{tr.variant}`: the gate is overridden.")
     with right:
-        ref, why = state.reference_set()
-        share = refdata.mamba_share(ref)
-        if share is None:
-            st.info(f"Mamba share per level over the reference set: {why or 'not in this reference set'}.")
-        else:
+        ref, share = reference_statistic(refdata.mamba_share, "Mamba share per level")
+        if share is not None:
             show_figure(page, "mamba-share", share_figure(tr, share, refdata.mean_p_mamba(ref)))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.views.common import Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import Page, show_figure, view
 
 STAGE_NAMES = {"parse": "parse SMILES", "featurize": "featurize graph", "encoder": "GNN encoder",
                "projectors_hap": "HAP projectors + motif", "saf": "SAF fusion", "metrics": "over-smoothing metrics",
@@ -25,11 +26,8 @@ def figure(timings: dict) -> go.Figure:
     return fig
 
 
-def render(page: Page) -> None:
-    section("runtime")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("runtime")
+def render(page: Page, tr: Trace) -> None:
     a, b, c = st.columns([2, 3, 1])
     a.metric("Device", tr.device.upper() if tr.device == "cpu" else tr.device)
     b.metric("Graph-Mamba backend", tr.mamba_backend)

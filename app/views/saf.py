@@ -9,9 +9,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state
 from app.views import refdata
-from app.views.common import Page, needs_trace, section, show_figure
+from hsanet.inference.trace import Trace
+from app.views.common import reference_statistic, Page, show_figure, view
 
 TOP_K, ALL = "top-2 weights (Eq. 5)", "full router softmax (Eq. 4)"
 
@@ -51,11 +51,8 @@ def usage_figure(usage) -> go.Figure:
     return fig
 
 
-def render(page: Page) -> None:
-    section("saf")
-    if not needs_trace(page):
-        return
-    tr = page.trace
+@view("saf")
+def render(page: Page, tr: Trace) -> None:
     if tr.num_experts == 0 or not tr.saf_tokens or not any(t.experts for t in tr.saf_tokens):
         st.info("This model has no SAF router (the no-SAF variant fuses with one MLP), so there is nothing "
                 "to route.")
@@ -65,11 +62,8 @@ def render(page: Page) -> None:
         mode = st.radio("Show", [TOP_K, ALL], horizontal=True, key="saf_mode")
         show_figure(page, "saf-routing", heatmap(tr, mode))
     with right:
-        ref, why = state.reference_set()
-        usage = refdata.expert_usage(ref)
-        if usage is None:
-            st.info(f"Expert usage over the reference set: {why or 'not in this reference set'}.")
-        else:
+        _, usage = reference_statistic(refdata.expert_usage, "Expert usage")
+        if usage is not None:
             show_figure(page, "expert-usage", usage_figure(usage))
         sources = sorted({t.source for t in tr.saf_tokens}, key=lambda s: (s == "motif", s))
         st.markdown("**Top-1 expert by source** (this molecule)")

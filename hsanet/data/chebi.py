@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem, rdBase
 
+from hsanet.featurizers.parse import smiles_problem
 from hsanet.paths import data_dir as _data_dir
 
 SPLITS = ("train", "validation", "test")
@@ -107,10 +108,7 @@ def _row_problem(row: list[str], smiles: str) -> str | None:
         return "empty SMILES"
     if not row[2].strip():
         return "empty description"
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return "RDKit cannot parse the SMILES"
-    return None
+    return smiles_problem(smiles)
 
 
 def read_chebi_file(path: str | os.PathLike, name: str = "") -> ChebiSplit:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rdkit import Chem, rdBase
+from rdkit import rdBase
 
+from hsanet.featurizers.parse import smiles_problem
 from hsanet.paths import data_dir as _data_dir
 
 CLASSIFICATION = "classification"
@@ -172,16 +173,6 @@ def _labels(spec: DatasetSpec, frame: pd.DataFrame, tasks: list[str]) -> np.ndar
     return labels.to_numpy(dtype=np.float64)
 
 
-def _smiles_problem(smiles: str) -> str | None:
-    """Why a SMILES is unusable, or ``None`` when RDKit parses it to a non-empty molecule."""
-    if not smiles:
-        return "empty SMILES"
-    mol = Chem.MolFromSmiles(smiles)
-    if mol is None or mol.GetNumAtoms() == 0:
-        return "RDKit cannot parse the SMILES"
-    return None
-
-
 def load_moleculenet(name: str, data_dir: str | os.PathLike | None = None) -> PropertyDataset:
     """Load one MoleculeNet set from ``<data_dir>/moleculenet``.
 
@@ -208,7 +199,7 @@ def load_moleculenet(name: str, data_dir: str | os.PathLike | None = None) -> Pr
     keep, skipped = [], []
     with rdBase.BlockLogs():
         for row, smiles in enumerate(smiles_all):
-            problem = _smiles_problem(smiles)
+            problem = smiles_problem(smiles)
             if problem:
                 skipped.append((row, smiles, problem))
             else:

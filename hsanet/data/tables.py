@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rdkit import Chem, rdBase
+from hsanet.featurizers.parse import smiles_problem
 
 DELIMITERS = ",\t;|"
 SNIFF_CHARS = 64_000
@@ -183,11 +183,7 @@ def find_smiles_column(columns: list[str], smiles_column: str | None = None) -> 
 
 def _looks_like_smiles(cell: str) -> bool:
     cell = cell.strip()
-    if not cell or " " in cell:
-        return False
-    with rdBase.BlockLogs():
-        mol = Chem.MolFromSmiles(cell)
-    return mol is not None and mol.GetNumAtoms() > 0
+    return bool(cell) and " " not in cell and smiles_problem(cell) is None
 
 
 def _header(records: list[list[str]], delimiter: str) -> tuple[list[str], bool]:

@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import HSANetConfig
-from .tokenizer import TextTokenizer
+from hsanet.config import HSANetConfig
+from hsanet.lm.tokenizer import TextTokenizer
 
 
 def resolve_lm_path(path: str) -> str:

@@ -1,4 +1,4 @@
-"""Over-smoothing metrics of node features (section 2 of docs/GUIDE: the numbers behind Fig. 2).
+"""Over-smoothing metrics of node features (the numbers behind the paper's Fig. 2).
 
 HSA-Net (AAAI-26) shows over-smoothing only with t-SNE; these functions put numbers on it.
 Every function takes a node-feature matrix ``X`` (n x d, numpy array or torch tensor) and,

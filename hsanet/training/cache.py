@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch_geometric.data import Data
 
-from .data import CaptionDataset, CaptionItem
+from hsanet.training.data import CaptionDataset, CaptionItem
 
 FORMAT = 1
 GRAPH_KEYS = ("x", "edge_attr", "frag", "degree", "dist")

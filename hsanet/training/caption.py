@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, HSANetConfig
-from ..data.chebi import chebi_path, holdout_split, read_chebi_file
-from ..lm import TextTokenizer
-from ..model import HSANet
-from ..retrieval import FingerprintIndex
-from . import cache
-from .data import CaptionDataset, LengthGroupedSampler, ResumableLoader, build_dataset, collate, parse_rows
+from hsanet.config import ConfigError, HSANetConfig
+from hsanet.data.chebi import chebi_path, holdout_split, read_chebi_file
+from hsanet.lm import TextTokenizer
+from hsanet.models.hsanet import HSANet
+from hsanet.retrieval import FingerprintIndex
+from hsanet.training import cache
+from hsanet.training.data import CaptionDataset, LengthGroupedSampler, ResumableLoader, build_dataset, collate, parse_rows
 
 
 def attach_training_pool(model: HSANet, split, index: FingerprintIndex | None = None) -> HSANet:
@@ -85,7 +85,7 @@ def _trainer(train: dict, out: Path, callbacks: list, steps_per_epoch: int):
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from .module import SaveLast, StopAfter
+    from hsanet.training.module import SaveLast, StopAfter
 
     acc, devices, strategy = resolve_devices(train)
     precision = train["precision"] or default_precision(acc)
@@ -111,8 +111,7 @@ def _trainer(train: dict, out: Path, callbacks: list, steps_per_epoch: int):
         kwargs["callbacks"].append(ModelCheckpoint(dirpath=str(out), filename="last", save_top_k=0,
                                                    save_last=False, every_n_train_steps=every,
                                                    enable_version_counter=False))
-    else:           # no ModelCheckpoint: Lightning would add its own, writing a copy every epoch
-        kwargs["enable_checkpointing"] = False
+    # the best model is saved by SaveBest (a ModelCheckpoint among ``callbacks``): Lightning adds none
     return L.Trainer(**kwargs), precision
 
 
@@ -122,7 +121,7 @@ LM_KEYS = ("lm_type", "lm_path", "lm_gguf_file", "lora_rank", "lm_dim", "lm_laye
 def _new_tokenizer(config: HSANetConfig, fit_rows, train: dict) -> TextTokenizer:
     """A pretrained LM's own tokenizer, or a BPE trained on the training SMILES and captions."""
     if config.lm_type == "local":
-        from ..lm.decoder import resolve_lm_path
+        from hsanet.lm.decoder import resolve_lm_path
 
         return TextTokenizer.from_hf_folder(resolve_lm_path(config.lm_path), config.lm_gguf_file)
     return TextTokenizer.train(list(fit_rows[0]) + list(fit_rows[1]), vocab_size=train["vocab_size"])
@@ -222,7 +221,7 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
     elif init is not None:
         model = init
         if config.copy_mechanism and model.decoder.copy is None:
-            from ..lm.decoder import CopyHead
+            from hsanet.lm.decoder import CopyHead
 
             model.decoder.copy = CopyHead(model.decoder.causal.get_input_embeddings().embedding_dim)
         print(f"initialized from {train['init']}")
@@ -253,7 +252,7 @@ def train_caption(train: dict, model_over: dict, callbacks: list | None = None) 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters, variant {config.variant}, retrieval_k {config.retrieval_k}")
 
-    from .module import CaptionModule, SaveBest
+    from hsanet.training.module import CaptionModule, SaveBest
 
     _, devices, _ = resolve_devices(train)
     world = devices * int(train.get("num_nodes") or 1)

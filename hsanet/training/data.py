@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch_geometric.data import Batch
 
-from ..chem import MoleculeError, mol_to_data, parse
+from hsanet.featurizers import MoleculeError, mol_to_data, parse
 
 
 @dataclass

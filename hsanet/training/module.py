@@ -8,14 +8,16 @@ does not depend on the batch, the process or the sitting.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 
-from ..rng import molecule_keys
+from hsanet.rng import molecule_keys
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
@@ -71,9 +73,8 @@ class CaptionModule(L.LightningModule):
     def _loss(self, b, epoch: int | None = None):
         keys = molecule_keys(self.seed, self.current_epoch if epoch is None else epoch, b["index"]) \
             if "index" in b else None
-        out = self.model.encode(b["batch"], noise_keys=keys)
-        lm = self.model.decoder.loss(out["fused"], b["prompts"], b["targets"])
-        return lm, out["fusion"]["balance_loss"]
+        out = self.model(b["batch"], prompts=b["prompts"], targets=b["targets"], noise_keys=keys)
+        return out["lm_loss"], out["balance_loss"]
 
     def training_step(self, b, _):
         if self.loader is not None:         # before any checkpoint of this step is written
@@ -110,9 +111,23 @@ class PropertyModule(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=len(b["y"]))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
     def validation_step(self, b, _):
-        loss = self.model.heads.loss(self._embed(b), b["y"])
+        emb = self._embed(b)
+        loss = self.model.heads.loss(emb, b["y"])
         self.log("val_loss", loss, prog_bar=True, batch_size=len(b["y"]))
+        self._val.append((b["y"].detach().cpu(), self.model.heads.predict(emb).detach().float().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        """``val_auc``: ROC-AUC over the tasks with both classes (Hu et al.), the selection metric."""
+        from hsanet.metrics.properties import roc_auc_multitask
+
+        y = torch.cat([v[0] for v in self._val]).numpy()
+        pred = torch.cat([v[1] for v in self._val]).numpy()
+        score, _ = roc_auc_multitask(y, pred)
+        self.log("val_auc", float(score) if score == score else float("-inf"))
 
     def _embed(self, b):
         if "emb" in b:
@@ -124,37 +139,53 @@ class PropertyModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=0.01)
 
 
-class SaveBest(L.Callback):
-    """Saves the model (safetensors, via save_pretrained) whenever the monitored metric improves;
-    the best value so far is part of the checkpoint, so a resumed run does not forget it."""
+class SaveBest(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (``monitor`` minimized, the best one kept) that writes the best
+    model as a checkpoint folder (safetensors + JSON, ``save_pretrained``) instead of a pickled
+    ``.ckpt``; the best score so far is in Lightning's checkpoint, so a resumed run does not forget it."""
 
     def __init__(self, folder: str | Path, monitor: str = "val_loss", meta: dict | None = None) -> None:
-        self.folder, self.monitor = Path(folder), monitor
-        self.best = float("inf")
+        super().__init__(dirpath=str(folder), filename="best", monitor=monitor, mode="min", save_top_k=1,
+                         save_last=False, save_on_train_epoch_end=False, enable_version_counter=False)
+        self.folder = Path(folder)
         self.meta = meta or {}
         self.start = time.time()
 
-    def state_dict(self) -> dict:
-        return {"best": self.best}
+    @property
+    def best(self) -> float:
+        return float(self.best_model_score) if self.best_model_score is not None else float("inf")
 
-    def load_state_dict(self, state: dict) -> None:
-        self.best = float(state.get("best", float("inf")))
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None or trainer.global_rank != 0:
-            return
-        value = float(value)
-        if value < self.best:
-            self.best = value
-            model = pl_module.model
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if trainer.is_global_zero:
+            model = trainer.lightning_module.model
             model.meta.update(self.meta)
-            model.meta.update({"trained": True, "best_" + self.monitor: value, "epoch": trainer.current_epoch,
-                               "global_step": trainer.global_step,
+            model.meta.update({"trained": True, "best_" + self.monitor: float(self.current_score),
+                               "epoch": trainer.current_epoch, "global_step": trainer.global_step,
                                "train_seconds": round(time.time() - self.start, 1)})
             model.save_pretrained(self.folder)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+    def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        """Nothing to remove: the one folder is overwritten in place."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """On a resumed run, the best score is the better of the restored one and the saved folder's.
+        (Lightning runs checkpoint callbacks last, so the ``last.ckpt`` that SaveLast writes after a
+        validation holds the score from before that validation's save.)"""
+        super().on_train_start(trainer, pl_module)
+        if trainer.ckpt_path is None:
+            return
+        try:
+            saved = json.loads((self.folder / "metadata.json").read_text()).get("best_" + self.monitor)
+        except (OSError, ValueError):
+            return
+        if saved is not None and float(saved) < self.best:
+            path = str(self.folder / "best.ckpt")
+            score = torch.tensor(float(saved))
+            self.best_k_models = {path: score}
+            self.best_model_path = self.kth_best_model_path = path
+            self.best_model_score = self.kth_value = score
 
 
 class StopAfter(L.Callback):

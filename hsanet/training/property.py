@@ -1,7 +1,7 @@
 """Property heads on MoleculeNet (BBBP, BACE, ClinTox by default) on top of a trained HSA-Net.
 
 The encoder (GIN -> HAP -> SAF) is the caption model's and stays frozen, so one checkpoint serves
-both the captions and the properties; the heads (heads.py) learn from the read-out that
+both the captions and the properties; the heads (nn/heads.py) learn from the read-out that
 ``--readout`` names: ``levels`` (default: mean and max pooling of every GIN level, 3,600 numbers) or
 ``embedding`` (the 64-d mean of the SAF tokens). With ``--head-hidden 0`` (default) the heads are
 linear: one L2-regularized logistic regression per task (scikit-learn), inputs standardized on the
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..chem import MoleculeError, featurize, parse
-from ..config import ConfigError
-from ..data.moleculenet import REGISTRY, load_moleculenet
-from ..data.splits import scaffold_split
-from ..metrics.properties import roc_auc_multitask
-from ..model import HSANet
-from ..heads import PropertyHeads
+from hsanet.featurizers import MoleculeError, featurize, parse
+from hsanet.config import ConfigError
+from hsanet.data.moleculenet import REGISTRY, load_moleculenet
+from hsanet.data.splits import scaffold_split
+from hsanet.metrics.properties import roc_auc_multitask
+from hsanet.models.hsanet import HSANet
+from hsanet.nn.heads import PropertyHeads
 
 
 @torch.no_grad()
@@ -94,10 +94,17 @@ def _fit_linear_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict):
     return heads, float(np.mean(val)) if val else float("nan")
 
 
-def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, lr: float, hidden: int = 256):
-    import lightning as L
+def _emb_rows(rows) -> dict:
+    return {"emb": torch.stack([r[0] for r in rows]), "y": torch.stack([r[1] for r in rows])}
 
-    from .module import PropertyModule
+
+def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, lr: float, hidden: int = 256):
+    import tempfile
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from hsanet.training.module import PropertyModule
 
     torch.manual_seed(seed)
     heads = PropertyHeads(emb_tr.shape[1], tasks, hidden=max(1, int(hidden)))
@@ -106,23 +113,19 @@ def _fit_heads(emb_tr, y_tr, emb_va, y_va, tasks: dict, seed: int, epochs: int, 
     holder.heads = heads
     module = PropertyModule(holder, lr=lr)
     ds = torch.utils.data.TensorDataset(torch.tensor(emb_tr), torch.tensor(y_tr, dtype=torch.float))
-    dl = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True,
-                                     collate_fn=lambda rows: {"emb": torch.stack([r[0] for r in rows]),
-                                                              "y": torch.stack([r[1] for r in rows])},
+    dl = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, collate_fn=_emb_rows,
                                      generator=torch.Generator().manual_seed(seed))
-    best, best_state = -1.0, None
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, enable_progress_bar=False, enable_model_summary=False,
-                        logger=False, enable_checkpointing=False)
-    for epoch in range(epochs):
-        trainer.fit_loop.max_epochs = epoch + 1
-        trainer.fit(module, dl)
-        heads.eval()
-        with torch.no_grad():
-            pred = heads.predict(torch.tensor(emb_va)).numpy()
-        heads.train()
-        score, _ = roc_auc_multitask(y_va, pred)
-        if np.isfinite(score) and score > best:
-            best, best_state = score, {k: v.clone() for k, v in heads.state_dict().items()}
+    va_ds = torch.utils.data.TensorDataset(torch.tensor(emb_va), torch.tensor(y_va, dtype=torch.float))
+    va = torch.utils.data.DataLoader(va_ds, batch_size=max(1, len(y_va)), collate_fn=_emb_rows)
+    with tempfile.TemporaryDirectory(prefix="hsanet-heads-") as tmp:
+        keep = ModelCheckpoint(dirpath=tmp, filename="best", monitor="val_auc", mode="max", save_top_k=1,
+                               save_weights_only=True, enable_version_counter=False)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False,
+                            logger=False, callbacks=[keep], num_sanity_val_steps=0)
+        trainer.fit(module, dl, va)           # one fit; the best epoch by validation ROC-AUC is kept
+        state = torch.load(keep.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        best = float(keep.best_model_score)
+    best_state = {k[len("model.heads."):]: v for k, v in state.items() if k.startswith("model.heads.")}
     heads.load_state_dict(best_state)
     heads.eval()
     return heads, best
@@ -157,7 +160,7 @@ def _stack(parts, all_tasks, splits_of, which: int):
 
 
 def train_property(train: dict, model_over: dict) -> dict:
-    from ..paths import DEFAULT_CHECKPOINT
+    from hsanet.paths import DEFAULT_CHECKPOINT
 
     start = time.time()
     if train["threads"]:

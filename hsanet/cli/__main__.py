@@ -1,0 +1,5 @@
+import sys
+
+from hsanet.cli import main
+
+sys.exit(main())
