@@ -37,11 +37,18 @@ def fragment_hex(fragment: int) -> str:
     return c if c.startswith("#") else "#%02x%02x%02x" % tuple(int(v) for v in unlabel_rgb(c))
 
 
-def value_colours(values: Sequence[float]) -> dict[int, Colour]:
-    """Atom index -> colour on a sequential scale (the largest value gets the darkest colour)."""
+def value_range(values: Sequence[float]) -> tuple[float, float]:
+    """(smallest, largest): the ends of the one colour scale the drawing and its bar chart share."""
     vals = [float(v) for v in values]
-    top = max(vals) if vals else 0.0
-    scaled = [v / top if top > 0 else 0.0 for v in vals]
+    return (min(vals), max(vals)) if vals else (0.0, 0.0)
+
+
+def value_colours(values: Sequence[float]) -> dict[int, Colour]:
+    """Atom index -> colour on a sequential scale from the smallest value (palest) to the largest
+    (darkest): the same mapping as a plotly bar chart with ``cmin, cmax = value_range(values)``."""
+    vals = [float(v) for v in values]
+    lo, hi = value_range(vals)
+    scaled = [(v - lo) / (hi - lo) if hi > lo else 0.5 for v in vals]
     return {i: _rgb(c) for i, c in enumerate(sample_colorscale(CHANGE_SCALE, scaled))} if vals else {}
 
 

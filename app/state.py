@@ -202,6 +202,17 @@ class VariantResult:
     message: str | None = None       # why there is no trace, or a warning
 
 
+def model_column(default: ModelKey, smiles: str, num_beams: int, max_new_tokens: int | None) -> VariantResult:
+    """The compare view's first column: the app's own model, named by its checkpoint."""
+    name = f"`{_short(default.folder)}`" if default.folder else "an untrained HSA-Net (no checkpoint)"
+    try:
+        tr = get_trace(default, smiles, num_beams, max_new_tokens)
+    except BudgetExceeded as exc:
+        return VariantResult("model", "time budget exceeded", message=str(exc))
+    label = f"the app's model, {name} (variant {tr.variant})" + ("" if tr.trained else " — **untrained**")
+    return VariantResult("model", label, tr, tr.trained)
+
+
 def ablation_folder(variant: str) -> Path:
     return variants.ablation_folder(variant)
 
@@ -216,7 +227,7 @@ def variant_trace(variant: str, default: ModelKey, smiles: str, num_beams: int,
             key = ModelKey(str(plan.checkpoint), _stamp(plan.checkpoint))
             _, info = model_info(key)
             tr = get_trace(key, smiles, num_beams, max_new_tokens)
-            label = f"ablation checkpoint `{_short(plan.checkpoint)}`"
+            label = f"ablation checkpoint `{_short(plan.checkpoint)}` (not the app's model)"
             if not tr.trained:
                 label += " — **untrained**"
             return VariantResult(variant, label, tr, tr.trained, info.notice if info.notice else None)

@@ -10,8 +10,9 @@ TEXTS: dict[str, str] = {
         "SMILES string, or pick an example. Everything is first converted to RDKit's canonical SMILES, so "
         "the same molecule drawn two ways gives the same analysis. A CSV with a SMILES column runs many "
         "molecules at once (batch mode).\n\n"
-        "**What to look for.** The examples go from a 3-atom alcohol to a 33-atom glycoside, plus a salt "
-        "(two disconnected parts): compare how the later views change with size."
+        "**What to look for.** The examples go from ethanol (3 heavy atoms) to vincristine (60), with a "
+        "32-atom flavonoid glycoside and a salt (two disconnected parts) on the way: compare how the later "
+        "views change with size."
     ),
     "molecule": (
         "**What is drawn.** The molecule as HSA-Net sees it. *BRICS fragments* colours the motifs that feed "
@@ -27,9 +28,13 @@ TEXTS: dict[str, str] = {
         "**What is shown.** The caption the language model writes from the fused graph tokens, the SMILES and "
         "the instruction (Eq. 6), and the property heads' predictions. For a ChEBI-20 molecule, the reference "
         "description and this caption's sentence BLEU-4 and METEOR.\n\n"
-        "**What the paper claims.** On ChEBI-20, HSA-Net with Galactica-1.3B reaches 52.2 BLEU-4 / 69.9 METEOR. "
-        "The decoder here is small and trained from scratch on a few thousand pairs, so expect lower scores. "
-        "A single sentence's BLEU is noisy and smoothed: it is not comparable with a corpus BLEU."
+        "**What the paper claims.** On ChEBI-20, HSA-Net with Galactica-1.3B reaches 52.2 BLEU-4 / 69.9 METEOR.\n\n"
+        "**What this model is.** A small decoder trained from scratch on the ChEBI-20 training pairs, with the "
+        "description of the most similar training molecule in its prompt and a copy head; it returns whichever "
+        "of its own caption and that description it finds likelier (the caption's source says which). Its "
+        "test scores, and how often it beats simply copying the neighbour, are in the model card "
+        "(assets/hsanet-default/README.md). A single sentence's BLEU is noisy and smoothed: it is not "
+        "comparable with a corpus BLEU."
     ),
     "oversmoothing": (
         "**What is plotted.** Four measures of how alike the atoms' node features are, at each GNN level, for "
@@ -49,8 +54,9 @@ TEXTS: dict[str, str] = {
         "structure-aware selective scan). At inference the larger one wins and only its tokens are used "
         "(Eq. 3). Beside it, the share of reference molecules routed to E_Mamba at each level.\n\n"
         "**What the paper claims.** The Mamba share rises with depth (Fig. 5): deep, over-smoothed levels "
-        "need the structure-aware expert, shallow levels do well with attention.\n\n"
-        "**What to look for.** Does this molecule follow the trend? A gate near 0.5 is an uncertain choice."
+        "need the structure-aware expert, shallow levels do well with attention. What this model does is "
+        "computed from the reference set below the chart.\n\n"
+        "**What to look for.** Does this molecule follow its model's trend? A gate near 0.5 is an uncertain choice."
     ),
     "saf": (
         "**What is plotted.** Source-Aware Fusion: every projector token (4 per level) and every motif token "
@@ -59,7 +65,7 @@ TEXTS: dict[str, str] = {
         "expert is chosen over the reference set.\n\n"
         "**What the paper claims.** Tokens from different sources (shallow levels, deep levels, motifs) carry "
         "different information, and routing them to different experts fuses them better than one shared MLP "
-        "(ablation: 38.8 → 43.5 BLEU-4).\n\n"
+        "(in the paper's ablation: 38.8 → 43.5 BLEU-4; our own ablation runs are in docs/RESULTS.md).\n\n"
         "**What to look for.** Blocks: tokens of one source sharing experts. A load-balancing loss keeps all "
         "experts in use, so expert usage over the reference set should be roughly even."
     ),
@@ -75,11 +81,13 @@ TEXTS: dict[str, str] = {
     "ablation": (
         "**What is compared.** The same molecule through four variants: attention projectors only, Mamba "
         "projectors only, both without SAF, and the full model.\n\n"
-        "**What the paper claims.** Generalist-setting ablation (BLEU-4 / METEOR): attn only 37.9 / 67.1, "
-        "Mamba only 37.5 / 67.9, both without SAF 38.8 / 68.5, full HSA-Net 43.5 / 72.1.\n\n"
-        "**What to look for.** How routing and the over-smoothing numbers differ. A column without its own "
-        "checkpoint forces the routing on the full model's weights: it shows the mechanism, not a retrained "
-        "model."
+        "**What the paper claims.** In the paper's generalist-setting ablation (its own models, BLEU-4 / METEOR "
+        "on ChEBI-20): attn only 37.9 / 67.1, Mamba only 37.5 / 67.9, both without SAF 38.8 / 68.5, full "
+        "HSA-Net 43.5 / 72.1. This view scores nothing: it shows one molecule through each variant; our "
+        "measured ablation, with seeds and tests, is in docs/RESULTS.md.\n\n"
+        "**What to look for.** How routing and the over-smoothing numbers differ. Each column names the "
+        "checkpoint it comes from; one without its own checkpoint forces the routing on the full model's "
+        "weights: it shows the mechanism, not a retrained model."
     ),
     "runtime": (
         "**What is shown.** Where the computation ran (CPU or which GPU), which Graph-Mamba implementation "

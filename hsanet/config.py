@@ -64,6 +64,7 @@ class HSANetConfig:
     max_ref_tokens: int = 64
     no_repeat_ngram_size: int = 0       # decoding default: block repeated n-grams (0 = off), chosen on held-out data
     rerank: bool = False                # decoding default: pick the likeliest of {generated, neighbours' captions}
+    rerank_neighbours: int = 0          # neighbours whose captions are rerank candidates (0: the retrieval_k in the prompt)
     copy_mechanism: bool = False        # pointer-generator over the prompt's text tokens (see lm/decoder.py)
     instruction: str = "Describe this molecule."
     # property heads: task name -> "classification" | "regression"
@@ -123,6 +124,7 @@ class HSANetConfig:
         need(self.property_readout in ("embedding", "levels"),
              f"property_readout must be 'embedding' or 'levels', got {self.property_readout!r}")
         need(self.property_hidden >= 0, "property_hidden must be >= 0")
+        need(self.rerank_neighbours >= 0, "rerank_neighbours must be >= 0")
         for task, kind in self.property_tasks.items():
             need(kind in ("classification", "regression"), f"property task {task!r}: kind must be classification or regression")
 

@@ -8,10 +8,12 @@
 #             (a sitting of at most 130 minutes; continue one with RESUME=runs/default/last.ckpt, or
 #             a later session from the committed weights with INIT=assets/hsanet-default, LR=5e-4)
 #   pool      (a killed sitting only) the training split attached as the retrieval pool
-#   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off;
-#             and the copy head or retrieval switched off at inference (ablations of the trained model)
+#   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off,
+#             reranking over the captions of the 3 or 5 nearest training molecules; and the copy head or
+#             retrieval switched off at inference (ablations of the trained model)
 #   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
-#   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32)
+#   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32); RERANK_NEIGHBOURS=N
+#             records the reranking pool chosen in select
 #   test      the shipped model on the full ChEBI-20 test split, the retrieval baseline of the same
 #             protocol (train pool), and the head-to-head per molecule
 #   reference the reference set behind the app's map (test split; captions from the test stage)
@@ -51,7 +53,8 @@ EOF
     ;;
   select)
     for dec in "greedy:--beams 1 --rerank" "greedy-norerank:--beams 1 --no-rerank" "beam3:--beams 3 --rerank" \
-               "no-copy:--beams 1 --no-rerank --no-copy" "no-retrieval:--beams 1 --no-rerank --retrieval-k 0"; do
+               "no-copy:--beams 1 --no-rerank --no-copy" "no-retrieval:--beams 1 --no-rerank --retrieval-k 0" \
+               "rerank3:--beams 1 --rerank --rerank-neighbours 3" "rerank5:--beams 1 --rerank --rerank-neighbours 5"; do
       name=${dec%%:*}; flags=${dec#*:}
       # shellcheck disable=SC2086
       [ -f "$RUNS/select/$name/metrics.json" ] || $HSANET evaluate --checkpoint "$RUNS/default/best" \
@@ -66,13 +69,15 @@ EOF
     $HSANET train --task property --init "$RUNS/default/best" --seeds 1 --split-seeds 0,1,2 --out "$RUNS/props"
     ;;
   ship)
-    $PY - "$RUNS/props" assets/hsanet-default <<'EOF'
+    $PY - "$RUNS/props" assets/hsanet-default "${RERANK_NEIGHBOURS:-}" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from hsanet.models.hsanet import HSANet
 
 src, dst = sys.argv[1], Path(sys.argv[2])
 model = HSANet.from_pretrained(src, device="cpu")
+if len(sys.argv) > 3 and sys.argv[3]:
+    model.config.rerank_neighbours = int(sys.argv[3])
 card = dst / "README.md"
 keep = card.read_text() if card.exists() else None
 shutil.rmtree(dst, ignore_errors=True)

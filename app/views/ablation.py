@@ -1,4 +1,5 @@
-"""8. Ablation compare: the molecule through attn-only, mamba-only, no-SAF and full, side by side.
+"""8. Ablation compare: the molecule through the app's model, then attn-only, mamba-only, no-SAF and full,
+side by side, each column naming the checkpoint it comes from.
 
 Uses ``assets/ablations/<variant>`` when present (the shipped four, full included, share one recipe:
 docs/RESULTS.md); otherwise full is the app's model, attn/mamba force HAP's routing on its weights
@@ -16,8 +17,9 @@ from app import state
 from hsanet.inference.trace import Trace
 from app.views.common import METRIC_LABELS, Page, show_figure, view
 
-TITLES = {"attn": "Attention only", "mamba": "Mamba only", "nosaf": "No SAF", "full": "Full HSA-Net"}
-COLOURS = {"attn": "#1f77b4", "mamba": "#ff7f0e", "nosaf": "#9467bd", "full": "#d62728"}
+TITLES = {"model": "The app's model", "attn": "Attention only", "mamba": "Mamba only", "nosaf": "No SAF",
+          "full": "Full HSA-Net"}
+COLOURS = {"model": "#2ca02c", "attn": "#1f77b4", "mamba": "#ff7f0e", "nosaf": "#9467bd", "full": "#d62728"}
 
 
 def metrics_figure(results) -> go.Figure:
@@ -44,8 +46,9 @@ def render(page: Page, tr: Trace) -> None:
         if not st.button("Compare attn-only, mamba-only, no-SAF and full", key="compare_run"):
             return
         st.session_state["compare_for"] = request
-    results = [state.variant_trace(v, page.info.key, tr.smiles, page.num_beams, page.max_new_tokens)
-               for v in state.VARIANTS]
+    results = [state.model_column(page.info.key, tr.smiles, page.num_beams, page.max_new_tokens)]
+    results += [state.variant_trace(v, page.info.key, tr.smiles, page.num_beams, page.max_new_tokens)
+                for v in state.VARIANTS]
     cols = st.columns(len(results), gap="medium")
     for col, r in zip(cols, results):
         with col:

@@ -43,6 +43,17 @@ def body(page: Page) -> None:
             if source and source != "generated":
                 st.caption(f"Source: {source} — the reranker preferred a retrieved neighbour's caption to the "
                            "generated one (see the retrieved captions below).")
+        if tr.neighbours and tr.caption:
+            top = tr.neighbours[0].similarity
+            if tr.outside_domain().get("caption"):
+                st.warning(f"The most similar training molecule has Tanimoto {top:.2f}, below "
+                           f"{tr.caption_domain_threshold:.2f} (95 % of validation molecules have a closer one): "
+                           "this molecule is unlike what the model learnt from, so its caption is a guess.",
+                           icon=":material/warning:")
+            else:
+                st.caption(f"Nearest training molecule: Tanimoto {top:.2f}"
+                           + (f" (warning below {tr.caption_domain_threshold:.2f})"
+                              if tr.caption_domain_threshold is not None else ""))
         _chebi(tr)
         if tr.neighbours:
             with st.expander(f"Retrieved reference captions the decoder read ({len(tr.neighbours)})"):
@@ -53,13 +64,32 @@ def body(page: Page) -> None:
         if not tr.properties:
             st.caption("This model has no property heads.")
         else:
-            rows = [{"task": name, "prediction": float(value),
-                     "kind": "probability" if tr.property_kinds.get(name) == "classification" else "value"}
-                    for name, value in tr.properties.items()]
+            outside = tr.outside_domain()
+            rows = []
+            for name, value in tr.properties.items():
+                row = {"task": name, "prediction": float(value),
+                       "kind": "probability" if tr.property_kinds.get(name) == "classification" else "value"}
+                if name in tr.property_domain:
+                    row["nearest training molecule (Tanimoto)"] = tr.property_domain[name]
+                    row["applicability"] = ("⚠ outside the training data" if outside.get(name)
+                                            else "like the training data")
+                rows.append(row)
             st.dataframe(pd.DataFrame(rows), hide_index=True,
-                         column_config={"prediction": st.column_config.NumberColumn(format="%.3f")})
-            st.caption("Classification tasks give the probability of the positive class; regression tasks the "
-                       "predicted value in the dataset's units.")
+                         column_config={"prediction": st.column_config.NumberColumn(format="%.3f"),
+                                        "nearest training molecule (Tanimoto)":
+                                            st.column_config.NumberColumn(format="%.2f")})
+            if any(outside.get(name) for name in tr.properties):
+                st.warning("This molecule is less similar to the training molecules of the flagged tasks than 95 % "
+                           "of the held-out scaffolds the heads were chosen on: treat those predictions as a guess, "
+                           "however confident the number looks.", icon=":material/warning:")
+            st.caption("Classification tasks give the head's probability of the positive class; regression tasks "
+                       "the predicted value in the dataset's units. *Applicability* compares the Tanimoto "
+                       "similarity to the nearest training molecule of that task with a threshold chosen on the "
+                       "scaffold split (5th percentile of its validation molecules)."
+                       if tr.property_domain else
+                       "Classification tasks give the head's probability of the positive class; regression tasks "
+                       "the predicted value in the dataset's units. (This checkpoint has no applicability-domain "
+                       "data, so how far the molecule is from the training data is not shown.)")
 
 
 SPLIT_NOTES = {

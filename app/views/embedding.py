@@ -147,11 +147,12 @@ def render(page: Page, tr: Trace) -> None:
                 st.markdown(f"**ChEBI-20 description:** {row['description']}")
             st.button("Analyze this molecule", key="map_analyze", on_click=set_input, args=(str(row["smiles"]),))
     with right:
-        st.markdown(f"**Nearest reference molecules** ({stage_label(stage)}, cosine)")
+        st.markdown(f"**Nearest reference molecules** ({stage_label(stage)}: cosine after centring, and the "
+                    "Tanimoto similarity of the structures)")
         try:
             near = ref.nearest(tr, stage, 5)
         except Exception as exc:
             st.caption(f"Unavailable: {exc}")
         else:
-            show = [c for c in ("similarity", "smiles", "caption", "description") if c in near.columns]
+            show = [c for c in ("similarity", "tanimoto", "smiles", "caption", "description") if c in near.columns]
             st.dataframe(near[show], hide_index=True)

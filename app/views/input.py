@@ -113,13 +113,13 @@ def _pick_row(rows: list[dict]) -> None:
         set_input(rows[picked[0]]["smiles"])
 
 
-def run_batch(page: Page, model, smiles: list[str], captions: bool) -> dict:
+def run_batch(page: Page, model, smiles: list[str], captions: bool, extra: list[dict] | None = None) -> dict:
     """Analyze every row with :func:`hsanet.inference.batch.run_batch`, with a progress bar."""
     n = len(smiles)
     bar = st.progress(0.0, text=f"Analyzing {n} molecules…")
     result = batch.run_batch(model, smiles, caption=captions, num_beams=page.num_beams,
                              max_new_tokens=page.max_new_tokens, budget_s=state.batch_budget_s(),
-                             progress=lambda done, total: bar.progress(done / total,
+                             extra=extra, progress=lambda done, total: bar.progress(done / total,
                                                                        text=f"Analyzed {done} of {total} molecules"))
     bar.progress(1.0, text=f"Done: {n} rows in {result['seconds']:.1f} s")
     stop = result["stopped"]
@@ -145,7 +145,8 @@ def _batch(page: Page, model) -> None:
             st.caption(f"`{upload.name}`: {len(table):,} rows; SMILES column `{table.smiles_column}`.")
             captions = st.checkbox("Generate captions (the slow part on a CPU)", value=True, key="batch_captions")
             if st.button(f"Analyze {len(table):,} molecules", key="batch_run", type="primary"):
-                result = run_batch(page, model, table.smiles, captions)
+                others = [{k: v for k, v in r.items() if k != table.smiles_column} for r in table.rows]
+                result = run_batch(page, model, table.smiles, captions, others)
                 result["name"] = upload.name
                 st.session_state["batch"] = result
                 st.session_state.pop("batch_table", None)

@@ -62,13 +62,21 @@ def render(page: Page, tr: Trace) -> None:
             st.html(f"<div style='font-size:0.85em;line-height:1.9'>{chips}</div>")
 
     if change is not None:
+        # the drawing's numbers label the bars (scan positions when shown, else atom indices), in that
+        # order, on the drawing's colour scale
+        order = sorted(range(tr.num_atoms), key=lambda i: scan_pos.get(i, i)) if numbered else list(range(tr.num_atoms))
+        label = (lambda i: f"{mol.GetAtomWithIdx(i).GetSymbol()}{scan_pos.get(i, i)}") if numbered else \
+            (lambda i: f"{mol.GetAtomWithIdx(i).GetSymbol()}{i}")
+        lo, hi = draw.value_range(change)
+        values = [float(change[i]) for i in order]
         fig = go.Figure(go.Bar(
-            x=[f"{mol.GetAtomWithIdx(i).GetSymbol()}{i}" for i in range(tr.num_atoms)], y=change,
-            marker=dict(color=change, colorscale=draw.CHANGE_SCALE, cmin=0, showscale=True,
-                        colorbar=dict(title="‖ΔH‖"))))
+            x=[label(i) for i in order], y=values,
+            marker=dict(color=values, colorscale=draw.CHANGE_SCALE, cmin=lo, cmax=hi if hi > lo else lo + 1e-9,
+                        showscale=True, colorbar=dict(title="‖ΔH‖"))))
         fig.update_layout(title=f"Per-atom change of node features, level {la} → {lb}",
-                          xaxis_title="atom (element + index)", yaxis_title="‖H(b) − H(a)‖₂",
-                          height=300, margin=dict(t=40, b=40, l=50, r=20))
+                          xaxis_title=("atom (element + scan position, as numbered in the drawing)" if numbered
+                                       else "atom (element + atom index)"),
+                          yaxis_title="‖H(b) − H(a)‖₂", height=300, margin=dict(t=40, b=40, l=50, r=20))
         show_figure(page, "atom-change", fig)
 
     with st.expander("Per-atom table"):
@@ -88,8 +96,9 @@ def _legend(colour: str, numbered: bool, change, la, lb) -> str:
     if colour == FRAGMENTS:
         parts.append("colours: BRICS fragments (the motif branch's units)")
     elif colour == CHANGE:
-        parts.append(f"colour: change of each atom's node features from level {la} to {lb} "
-                     f"(pale = small, dark red = largest, {float(max(change, default=0)):.3g})")
+        lo, hi = draw.value_range(change)
+        parts.append(f"colour: change of each atom's node features from level {la} to {lb}, on the bar chart's "
+                     f"scale (palest = smallest, {lo:.3g}; dark red = largest, {hi:.3g})")
     if numbered:
         parts.append("numbers: position in the Graph-Mamba scan (fragment by fragment, then by degree)")
     return "; ".join(parts)

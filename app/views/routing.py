@@ -66,3 +66,9 @@ def render(page: Page, tr: Trace) -> None:
         ref, share = reference_statistic(refdata.mamba_share, "Mamba share per level")
         if share is not None:
             show_figure(page, "mamba-share", share_figure(tr, share, refdata.mean_p_mamba(ref)))
+            trend = ref.mamba_trend() if hasattr(ref, "mamba_trend") else None
+            if trend:
+                st.caption(f"**This model** (reference set, {trend['levels']} levels): the Mamba share "
+                           f"{trend['direction']} with depth, {trend['first']:.0%} at level 0 and "
+                           f"{trend['last']:.0%} at level {trend['levels'] - 1} (Spearman ρ {trend['rho']:+.2f}). "
+                           "The paper's Fig. 5 has it rising.")

@@ -40,7 +40,7 @@ def _show_defaults(parser: argparse.ArgumentParser) -> None:
             for child in action.choices.values():
                 _show_defaults(child)
         elif action.help is None and action.option_strings and not _no_default(action.default):
-            action.help = " "
+            action.help = "(default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,10 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, FileNotFoundError) and exc.filename and exc.strerror:
             exc = f"{exc.filename}: no such file or folder"
         return _user_error(args.command, exc)
-    except Exception as exc:
-        if type(exc).__name__ == "MisconfigurationException":    # Lightning's: a device / strategy setting
-            return _user_error(args.command, exc)
-        raise
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -100,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
             pass
         return 141
+    except Exception as exc:                 # after BrokenPipeError, an Exception too
+        if type(exc).__name__ == "MisconfigurationException":    # Lightning's: a device / strategy setting
+            return _user_error(args.command, exc)
+        raise
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def cmd_evaluate(args) -> int:
 
     check_at_least(("--beams", args.beams, 1), ("--batch-size", args.batch_size, 1), ("--limit", args.limit, 0),
                    ("--retrieval-k", args.retrieval_k, 0), ("--no-repeat-ngram", args.no_repeat_ngram, 0),
-                   ("--devices", args.devices, 0), ("--num-nodes", args.num_nodes, 1))
+                   ("--devices", args.devices, 0), ("--num-nodes", args.num_nodes, 1),
+                   ("--rerank-neighbours", args.rerank_neighbours, 1))
     check_strategy(args.strategy)
 
     if args.predictions:
@@ -34,7 +35,8 @@ def cmd_evaluate(args) -> int:
         result = evaluate_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.split, args.data_dir, args.out,
                                      args.beams, args.batch_size, args.limit, args.no_repeat_ngram,
                                      devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-                                     rerank=args.rerank, retrieval_k=args.retrieval_k, copy=args.copy)
+                                     rerank=args.rerank, retrieval_k=args.retrieval_k, copy=args.copy,
+                                     rerank_neighbours=args.rerank_neighbours)
         if result is None:              # another rank of a --devices run: rank 0 reports
             return 0
     print(json.dumps(result, indent=2))
@@ -104,6 +106,9 @@ def register(sub) -> None:
                         "(default: the checkpoint's decoding setting)")
     p.add_argument("--retrieval-k", dest="retrieval_k", type=int, default=None,
                    help="neighbour captions in the prompt at inference (0 = off; default: the checkpoint's)")
+    p.add_argument("--rerank-neighbours", dest="rerank_neighbours", type=int, default=None,
+                   help="with --rerank: the captions of the N nearest training molecules are candidates "
+                        "(default: the checkpoint's, else the neighbours in the prompt)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
                    help="--no-copy switches the copy head off at inference (default: as trained)")
     _device_flags(p)

@@ -30,11 +30,12 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
                         batch_size: int = 32, limit: int = 0, no_repeat_ngram_size: int | None = None,
                         smiles=None, references=None, devices: int | str = 0, strategy: str = "auto",
                         num_nodes: int = 1, rerank: bool | None = None, retrieval_k: int | None = None,
-                        copy: bool | None = None) -> dict | None:
+                        copy: bool | None = None, rerank_neighbours: int | None = None) -> dict | None:
     """Caption a ChEBI-20 split (or given SMILES/references) and score it.
 
     ``retrieval_k`` and ``copy`` switch the model's retrieval augmentation (neighbour captions in
     the prompt; 0 = none) and copy head at inference only: an ablation of a model trained with them.
+    ``rerank_neighbours`` sets how many neighbours' captions reranking considers.
 
     With ``devices`` (>= 1) the captions are generated under Lightning's predict loop on that many
     devices (``hsanet.inference.predict``); then only rank 0 scores and returns the metrics (others: None).
@@ -50,7 +51,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
     if limit:
         smiles, references = smiles[:limit], references[:limit]
     model = HSANet.from_pretrained(checkpoint)
-    model.set_inference_switches(retrieval_k=retrieval_k, copy=copy)
+    model.set_inference_switches(retrieval_k=retrieval_k, copy=copy, rerank_neighbours=rerank_neighbours)
     mols = [parse(s, max_atoms=EVAL_MAX_ATOMS) for s in smiles]
     start = time.time()
     # long prompts first keeps batches of similar length
@@ -87,6 +88,7 @@ def evaluate_checkpoint(checkpoint, split: str = "test", data_dir=None, out=None
                                              else no_repeat_ngram_size),
                     "rerank": model.config.rerank if rerank is None else rerank,
                     "retrieval_k": model.config.retrieval_k,
+                    "rerank_neighbours": model.config.rerank_neighbours or model.config.retrieval_k,
                     "copy_mechanism": model.copy_active,
                     "generation_seconds": round(gen_seconds, 1)})
     if out:

@@ -98,7 +98,48 @@ def _rdkit_says(msgs: list[str]) -> str:
     useful = [ln for ln in lines if "SMILES Parse Error" in ln or "Explicit valence" in ln
               or "kekulize" in ln.lower() or "Error" in ln or "valence" in ln.lower()]
     text = "; ".join((useful or lines)[:2])
-    return text[:300]
+    return _ECHO.sub(lambda m: m.group(1) + _short(m.group(2)), text)[:300]
+
+
+_ECHO = re.compile(r"(while parsing: |for input: ')([^;']*)")       # RDKit echoes the whole input
+_ATOMS = re.compile(r"Unkekulized atoms: ([\d ]+)")
+_VALENCE = re.compile(r"[Ee]xplicit valence for atom # ?(\d+) (\w+),? (\d+)")
+
+
+def _short(text: str, keep: int = 60) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}… ({len(text):,} characters)"
+
+
+def _atom_list(numbers: list[int]) -> str:
+    if len(numbers) > 1 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"atoms {numbers[0]}-{numbers[-1]}"
+    return ("atom " if len(numbers) == 1 else "atoms ") + ", ".join(map(str, numbers[:12])) + (
+        "…" if len(numbers) > 12 else "")
+
+
+def plain_words(why: str) -> str:
+    """What RDKit's message means, in words a student understands (RDKit's own text follows it)."""
+    low = why.lower()
+    m = _ATOMS.search(why)
+    if "kekulize" in low:
+        where = f" at {_atom_list([int(x) for x in m.group(1).split()])}" if m else ""
+        return (f"the ring bonds could not be given alternating single and double bonds (aromaticity){where}: "
+                "check the lower-case aromatic atoms and their hydrogens, e.g. [nH]")
+    m = _VALENCE.search(why)
+    if m:
+        return (f"atom {m.group(1)} ({m.group(2)}) has {m.group(3)} bonds, more than this element allows: check "
+                "its bonds, charge and hydrogens")
+    if "valence" in low:
+        return "an atom has more bonds than its element allows: check bonds, charges and hydrogens"
+    if "marked aromatic" in low:
+        return "an atom outside any ring is written aromatic (lower case): write it in capitals, e.g. N not n"
+    if "unclosed ring" in low:
+        return "a ring is opened but not closed: a ring-closure digit is missing its partner"
+    if "parentheses" in low:
+        return "the parentheses of the branches do not match"
+    if "syntax error" in low or "parse error" in low:
+        return "this is not valid SMILES: a character, bracket or bond symbol is out of place"
+    return "RDKit could not build a molecule from it"
 
 
 def _count_smiles_atoms(smiles: str) -> tuple[int, int]:
@@ -183,7 +224,7 @@ def parse(text: str, max_atoms: int = DEFAULT_MAX_ATOMS) -> Molecule:
         _collector.local.msgs = None
     if mol is None:
         why = _rdkit_says(msgs)
-        raise MoleculeError(f"RDKit could not read this {kind}" + (f": {why}" if why else ""))
+        raise MoleculeError(f"{plain_words(why)} (RDKit could not read this {kind}" + (f": {why})" if why else ")"))
 
     n_heavy = mol.GetNumHeavyAtoms()
     if n_heavy == 0:

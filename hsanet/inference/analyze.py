@@ -57,24 +57,18 @@ def analyze(model, inputs, caption: bool = True, properties: bool = True, num_be
         level_metrics.append([all_metrics(x[a:b], local_ei) if metrics else {} for x in level_np])
     t["metrics"] = time.perf_counter() - t0
 
-    props = None
+    props, domain_sims = None, {}
     if properties and model.heads is not None:
         props = model.heads.predict(model.property_features(levels, batch.batch, emb)).float().cpu().numpy()
+        if model.domain is not None:
+            domain_sims = model.domain.similarities([m.smiles for m in mols])
     captions, neighbours = [None] * len(mols), [[] for _ in mols]
     caption_sources = [None] * len(mols)
     t0 = time.perf_counter()
     if caption:
         model.load_decoder()
     if caption and model.decoder is not None:
-        neighbours = model.references([m.smiles for m in mols])
-        prompts = [model.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(mols, neighbours)]
-        captions = model.decoder.generate(fusion["fused"], prompts, num_beams, max_new_tokens)
-        caption_sources = ["generated"] * len(mols)
-        if model.config.rerank and any(neighbours):
-            cands = [[c] + [n.caption for n in r] for c, r in zip(captions, neighbours)]
-            picks = model.rerank(fusion["fused"], prompts, cands)
-            captions = [c[j] for c, (j, _) in zip(cands, picks)]
-            caption_sources = ["generated" if j == 0 else f"neighbour {j} (reranked)" for j, _ in picks]
+        captions, caption_sources, neighbours = model.decode(fusion["fused"], mols, num_beams, max_new_tokens)
     t["caption"] = time.perf_counter() - t0
 
     device = str(model.device) if model.device.type == "cpu" else torch.cuda.get_device_name(model.device)
@@ -103,9 +97,15 @@ def analyze(model, inputs, caption: bool = True, properties: bool = True, num_be
                                            [float(p) for p in fusion["probs"][g, i]]))
         prop = {}
         kinds = {}
+        dom, dom_t = {}, {}
         if props is not None:
             prop = {name: float(props[g, j]) for j, name in enumerate(model.heads.tasks)}
             kinds = dict(zip(model.heads.tasks, model.heads.kinds))
+            for name in prop:
+                dataset = name.split("/")[0]
+                if dataset in domain_sims:
+                    dom[name] = float(domain_sims[dataset][g])
+                    dom_t[name] = model.domain.thresholds[dataset]
         warnings = list(m.warnings)
         if not model.meta.get("trained"):
             warnings.append("this model is untrained: its routing, tokens and caption are not meaningful")
@@ -118,6 +118,8 @@ def analyze(model, inputs, caption: bool = True, properties: bool = True, num_be
             variant=model.config.variant if routing is None else f"{model.config.variant} (routing forced: {routing})",
             trained=bool(model.meta.get("trained")), device=device, mamba_backend=backend,
             caption=captions[g], caption_source=caption_sources[g], properties=prop, property_kinds=kinds, neighbours=neighbours[g],
+            property_domain=dom, property_domain_threshold=dom_t,
+            caption_domain_threshold=model.domain.caption_threshold if model.domain is not None else None,
             timings_ms={k2: v * 1000.0 / len(mols) for k2, v in t.items()}, warnings=warnings))
     return traces[0] if single else traces
 

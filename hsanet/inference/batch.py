@@ -61,24 +61,36 @@ def run_with_budget(key: Any, fn: Callable[[], Any], budget_s: float) -> Any:
                     del _jobs[key]
 
 
-def result_row(number: int, text: str, trace=None, error: str = "") -> dict:
-    """One row of a batch result: the input, the canonical SMILES, counts, HAP pattern, caption,
-    one ``pred: <task>`` column per property head, and the error (empty when it worked)."""
-    row = {"row": number, "input": text, "smiles": "", "heavy_atoms": None, "fragments": None,
-           "hap_pattern": "", "caption": ""}
+OUR_COLUMNS = ("row", "error", "input", "smiles", "heavy_atoms", "brics_fragments", "disconnected_parts",
+               "hap_pattern", "caption")
+
+
+def result_row(number: int, text: str, trace=None, error: str = "", extra: dict | None = None) -> dict:
+    """One row of a batch result: the row number and the error first (empty when it worked), the
+    user's own columns (``extra``; a name that clashes with ours gets the prefix ``input ``), then
+    the input, the canonical SMILES, the counts (heavy atoms; BRICS fragments, as the molecule view
+    counts them; disconnected parts, e.g. the ions of a salt), HAP pattern, caption and one
+    ``pred: <task>`` column per property head."""
+    row = {"row": number, "error": error}
+    for key, value in (extra or {}).items():
+        row[f"input {key}" if key in OUR_COLUMNS or key.startswith("pred: ") else key] = value
+    row.update({"input": text, "smiles": "", "heavy_atoms": None, "brics_fragments": None,
+                "disconnected_parts": None, "hap_pattern": "", "caption": ""})
     if trace is not None:
-        row.update(smiles=trace.smiles, heavy_atoms=trace.num_atoms, fragments=trace.num_fragments,
-                   hap_pattern=trace.hap_pattern, caption=trace.caption or "")
+        row.update(smiles=trace.smiles, heavy_atoms=trace.num_atoms,
+                   brics_fragments=len(set(trace.atom_fragment)) if trace.atom_fragment else 0,
+                   disconnected_parts=trace.num_fragments, hap_pattern=trace.hap_pattern,
+                   caption=trace.caption or "")
         for name, value in trace.properties.items():
             row[f"pred: {name}"] = value
-    row["error"] = error
     return row
 
 
 def run_batch(model, inputs: Sequence[str], caption: bool = True, num_beams: int = 1,
               max_new_tokens: int | None = None, budget_s: float = float("inf"), chunk: int = BATCH_CHUNK,
-              progress: Callable[[int, int], None] | None = None) -> dict:
-    """Analyze every input (``model.analyze`` without the over-smoothing metrics).
+              progress: Callable[[int, int], None] | None = None, extra: Sequence[dict] | None = None) -> dict:
+    """Analyze every input (``model.analyze`` without the over-smoothing metrics); ``extra``: the
+    user's other columns, one dict per input, kept in the rows.
 
     Returns ``{"rows": [...], "stopped": None or {"done", "total", "budget_s"}, "seconds"}``, one row
     per input in input order (:func:`result_row`); ``progress(done, total)`` after every chunk."""
@@ -89,7 +101,7 @@ def run_batch(model, inputs: Sequence[str], caption: bool = True, num_beams: int
         try:
             valid.append((i, parse(text, model.config.max_atoms)))
         except MoleculeError as exc:
-            rows[i] = result_row(i + 1, text, error=str(exc))
+            rows[i] = result_row(i + 1, text, error=str(exc), extra=_extra(extra, i))
     start = time.perf_counter()
     done = n - len(valid)
     stopped = None
@@ -98,7 +110,8 @@ def run_batch(model, inputs: Sequence[str], caption: bool = True, num_beams: int
         if time.perf_counter() - start > budget_s:
             stopped = {"done": done, "total": n, "budget_s": budget_s}
             for i, _ in valid[j:]:
-                rows[i] = result_row(i + 1, inputs[i], error="not analyzed: batch time budget exceeded")
+                rows[i] = result_row(i + 1, inputs[i], error="not analyzed: batch time budget exceeded",
+                                     extra=_extra(extra, i))
             break
         part = valid[j:j + chunk]
         try:
@@ -112,10 +125,14 @@ def run_batch(model, inputs: Sequence[str], caption: bool = True, num_beams: int
                     traces.append(exc)
         for (i, _), tr in zip(part, traces):
             if isinstance(tr, Exception):
-                rows[i] = result_row(i + 1, inputs[i], error=f"{type(tr).__name__}: {tr}")
+                rows[i] = result_row(i + 1, inputs[i], error=f"{type(tr).__name__}: {tr}", extra=_extra(extra, i))
             else:
-                rows[i] = result_row(i + 1, inputs[i], tr)
+                rows[i] = result_row(i + 1, inputs[i], tr, extra=_extra(extra, i))
         done += len(part)
         if progress is not None:
             progress(done, n)
     return {"rows": [r for r in rows if r is not None], "stopped": stopped, "seconds": time.perf_counter() - start}
+
+
+def _extra(extra: Sequence[dict] | None, i: int) -> dict | None:
+    return extra[i] if extra is not None and i < len(extra) else None

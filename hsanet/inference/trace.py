@@ -73,6 +73,21 @@ class Trace:
     neighbours: list[Neighbour] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # applicability domain (hsanet/inference/domain.py): per property task, the Tanimoto similarity to the
+    # nearest molecule its head was trained on and the threshold below which that is unusual; the same
+    # threshold for the caption's top neighbour (None: the checkpoint has no domain data)
+    property_domain: dict[str, float] = field(default_factory=dict)
+    property_domain_threshold: dict[str, float] = field(default_factory=dict)
+    caption_domain_threshold: float | None = None
+
+    def outside_domain(self) -> dict[str, bool]:
+        """Per property task (and ``"caption"``): True when the molecule is less similar to that part's
+        training data than its threshold."""
+        out = {t: s < self.property_domain_threshold[t] for t, s in self.property_domain.items()
+               if t in self.property_domain_threshold}
+        if self.caption_domain_threshold is not None and self.neighbours:
+            out["caption"] = self.neighbours[0].similarity < self.caption_domain_threshold
+        return out
 
     @property
     def hap_pattern(self) -> str:
@@ -123,6 +138,12 @@ class Trace:
             "caption": self.caption,
             "caption_source": self.caption_source,
             "properties": {k: _f(v) for k, v in self.properties.items()},
+            "domain": {
+                "property_similarity": {k: _f(v) for k, v in self.property_domain.items()},
+                "property_threshold": {k: _f(v) for k, v in self.property_domain_threshold.items()},
+                "caption_threshold": None if self.caption_domain_threshold is None else _f(self.caption_domain_threshold),
+                "outside": self.outside_domain(),
+            },
             "neighbours": [
                 {"smiles": n.smiles, "caption": n.caption, "similarity": _f(n.similarity)} for n in self.neighbours
             ],

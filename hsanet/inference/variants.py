@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hsanet.config import ROUTINGS
-from hsanet.paths import ABLATION_DIR
+from hsanet import paths
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class VariantPlan:
 
 
 def ablation_folder(variant: str, ablation_dir: str | Path | None = None) -> Path:
-    return Path(ablation_dir or ABLATION_DIR) / variant
+    return Path(ablation_dir or paths.ABLATION_DIR) / variant      # read at call time (tests patch it)
 
 
 def variant_plan(variant: str, ablation_dir: str | Path | None = None) -> VariantPlan:

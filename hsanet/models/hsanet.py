@@ -98,6 +98,7 @@ class HSANet(nn.Module):
         self.heads = (PropertyHeads(self.property_dim, config.property_tasks, hidden=config.property_hidden)
                       if config.property_tasks else None)
         self.retrieval = retrieval
+        self.domain = None          # applicability domain data (hsanet/inference/domain.py), when fitted
         self.meta: dict = {"trained": False}
 
     # ------------------------------------------------------------------------------------------
@@ -158,12 +159,16 @@ class HSANet(nn.Module):
         self.config.variant = variant
         self.hap.variant = variant
 
-    def set_inference_switches(self, retrieval_k: int | None = None, copy: bool | None = None) -> None:
+    def set_inference_switches(self, retrieval_k: int | None = None, copy: bool | None = None,
+                               rerank_neighbours: int | None = None) -> None:
         """Switch retrieval augmentation (``retrieval_k`` neighbour captions in the prompt; 0 = off)
         and the copy head (``copy=False``) for inference: an ablation of a model trained with them.
-        ``None`` leaves a switch as it is; a copy head cannot be switched on when it was not trained."""
+        ``rerank_neighbours``: how many neighbours' captions reranking considers. ``None`` leaves a
+        switch as it is; a copy head cannot be switched on when it was not trained."""
         if retrieval_k is not None:
             self.config.retrieval_k = int(retrieval_k)
+        if rerank_neighbours is not None:
+            self.config.rerank_neighbours = int(rerank_neighbours)
         if copy is False:
             self.load_decoder()
             if self.decoder is not None:
@@ -246,10 +251,11 @@ class HSANet(nn.Module):
             torch.set_num_threads(n)          # the workers' setting also reached MKL's global one
 
     # ------------------------------------------------------------------------------------------
-    def references(self, smiles: list[str], exclude_self: bool = False) -> list[list[Neighbour]]:
-        """Retrieved neighbour captions for the prompt (empty lists when retrieval is off)."""
-        k = self.config.retrieval_k
-        if self.retrieval is None or k == 0:
+    def references(self, smiles: list[str], exclude_self: bool = False, k: int | None = None) -> list[list[Neighbour]]:
+        """Retrieved neighbour captions, best first: the ``retrieval_k`` of the prompt, or ``k`` (empty
+        lists when retrieval is off)."""
+        k = self.config.retrieval_k if k is None else k
+        if self.retrieval is None or k == 0 or self.config.retrieval_k == 0:
             return [[] for _ in smiles]
         hits = self.retrieval.query_many(smiles, k=k, exclude_self=exclude_self)
         return [[Neighbour(self.retrieval.smiles[i], self.retrieval.captions[i], float(s)) for i, s in row]
@@ -285,34 +291,50 @@ class HSANet(nn.Module):
         return out
 
     @torch.no_grad()
-    def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
-                          no_repeat_ngram_size: int | None = None, batch_size: int = 32, use_cache: bool = True,
-                          min_new_tokens: int | None = None, rerank: bool | None = None) -> list[str]:
-        """Captions for parsed molecules.
+    def decode(self, fused: torch.Tensor, molecules: list[Molecule], num_beams: int = 1,
+               max_new_tokens: int | None = None, no_repeat_ngram_size: int | None = None, use_cache: bool = True,
+               min_new_tokens: int | None = None, rerank: bool | None = None) -> tuple[list[str], list[str], list]:
+        """Captions of encoded molecules (``fused``: their SAF tokens): (captions, where each comes from,
+        the prompt's neighbours).
 
-        ``rerank`` (default: the config's ``rerank``) adds a selection step: the generated caption
-        and the retrieved neighbours' captions are scored by the model's likelihood and the best is
-        returned (retrieval-augmented reranking; its choice was made on held-out data, see the card).
+        The prompt holds the ``retrieval_k`` nearest training captions; the decoder writes a caption
+        (transformers' ``generate``: greedy or beams, with the copy head's mixture). With ``rerank``
+        (default: the config's) the generated caption and the captions of the ``rerank_neighbours``
+        nearest training molecules (default: those in the prompt) are scored by the model's mean token
+        log-likelihood and the likeliest is returned (retrieval-augmented reranking, chosen on
+        validation data, see the model card); a tie goes to the generated caption.
         """
-        if rerank is None:
-            rerank = self.config.rerank
         self.load_decoder()
         if self.decoder is None:
             raise RuntimeError("this model has no caption decoder (no tokenizer)")
+        rerank = self.config.rerank if rerank is None else rerank
+        k = self.config.retrieval_k
+        pool = max(k, self.config.rerank_neighbours) if rerank else k
+        hits = self.references([m.smiles for m in molecules], k=pool)
+        refs = [h[:k] for h in hits]
+        prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(molecules, refs)]
+        captions = self.decoder.generate(fused, prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
+                                         use_cache=use_cache, min_new_tokens=min_new_tokens)
+        sources = ["generated"] * len(molecules)
+        if rerank and any(hits):
+            cands = [[c] + [n.caption for n in h] for c, h in zip(captions, hits)]
+            picks = self.rerank(fused, prompts, cands)
+            captions = [c[j] for c, (j, _) in zip(cands, picks)]
+            sources = ["generated" if j == 0 else f"neighbour {j} (reranked)" for j, _ in picks]
+        return captions, sources, refs
+
+    @torch.no_grad()
+    def generate_captions(self, molecules: list[Molecule], num_beams: int = 1, max_new_tokens: int | None = None,
+                          no_repeat_ngram_size: int | None = None, batch_size: int = 32, use_cache: bool = True,
+                          min_new_tokens: int | None = None, rerank: bool | None = None) -> list[str]:
+        """Captions for parsed molecules, in batches (:meth:`decode`)."""
         self.eval()
         out = []
         for i in range(0, len(molecules), batch_size):
             chunk = molecules[i:i + batch_size]
             enc = self.encode(featurize(chunk))
-            refs = self.references([m.smiles for m in chunk])
-            prompts = [self.decoder.prompt_ids(m.smiles, [n.caption for n in r]) for m, r in zip(chunk, refs)]
-            gen = self.decoder.generate(enc["fused"], prompts, num_beams, max_new_tokens, no_repeat_ngram_size,
-                                        use_cache=use_cache, min_new_tokens=min_new_tokens)
-            if rerank and any(refs):
-                cands = [[g] + [n.caption for n in r] for g, r in zip(gen, refs)]
-                picks = self.rerank(enc["fused"], prompts, cands)
-                gen = [c[j] for c, (j, _) in zip(cands, picks)]
-            out += gen
+            out += self.decode(enc["fused"], chunk, num_beams, max_new_tokens, no_repeat_ngram_size, use_cache,
+                               min_new_tokens, rerank)[0]
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -349,6 +371,12 @@ class HSANet(nn.Module):
             self.tokenizer.save(folder / "tokenizer.json")
         if self.retrieval is not None:
             self.retrieval.save(folder / "retrieval")
+        if self.domain is not None:
+            self.domain.save(folder / "domain")
+        elif (folder / "domain").is_dir():
+            import shutil
+
+            shutil.rmtree(folder / "domain")          # a stale one would describe other heads
         (folder / "metadata.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
     @classmethod
@@ -401,6 +429,10 @@ class HSANet(nn.Module):
             raise CheckpointError(f"weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         if (folder / "metadata.json").exists():
             model.meta = json.loads((folder / "metadata.json").read_text())
+        if (folder / "domain" / "domain.json").exists():
+            from hsanet.inference.domain import Domain
+
+            model.domain = Domain.load(folder / "domain")
         model.eval()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -168,6 +168,7 @@ class ReferenceSet:
     _emb32: dict = field(default_factory=dict, repr=False)        # float32 copies, made on first use
     _basis: dict = field(default_factory=dict, repr=False)        # stage -> (d', d) float32
     _row_of: dict = field(default_factory=dict, repr=False)       # canonical SMILES -> row
+    _centred: dict = field(default_factory=dict, repr=False)      # stage -> (mean, centred unit rows)
 
     # --- loading -----------------------------------------------------------------------------
     @classmethod
@@ -239,6 +240,22 @@ class ReferenceSet:
             raise ValueError(f"unknown metric {metric!r}; have {sorted(self.level_stats['metric'].unique())}")
         return out.sort_values("level").reset_index(drop=True)
 
+    def mamba_trend(self) -> dict | None:
+        """How the share routed to E_Mamba changes with depth over this set (the paper's Fig. 5 claims
+        it rises): ``first`` and ``last`` level shares, the Spearman correlation ``rho`` of share and
+        level, and ``direction``: "rises", "falls" or "stays flat" (|rho| < 0.5 or a change under 5 points)."""
+        share = np.asarray(self.mamba_share, dtype=float)
+        if share.size < 2 or not np.isfinite(share).all():
+            return None
+        from scipy.stats import spearmanr
+
+        rho = float(spearmanr(np.arange(share.size), share).statistic) if np.ptp(share) > 0 else 0.0
+        change = share[-1] - share[0]
+        direction = ("stays flat" if abs(rho) < 0.5 or abs(change) < 0.05 else
+                     "rises" if change > 0 else "falls")
+        return {"first": float(share[0]), "last": float(share[-1]), "rho": rho, "direction": direction,
+                "levels": int(share.size)}
+
     # --- placing new molecules ---------------------------------------------------------------
     def query_vector(self, trace_or_vector, stage: str) -> np.ndarray:
         """The unit vector a trace (or a raw stage embedding) is compared with, in the stored space."""
@@ -289,16 +306,41 @@ class ReferenceSet:
         x, y = (w[:, None] * coords[idx]).sum(0) / w.sum()
         return float(x), float(y)
 
-    def nearest(self, trace, stage: str = "after SAF", k: int = 5) -> pd.DataFrame:
-        """The ``k`` reference molecules most similar (cosine) to ``trace`` at ``stage``.
+    def _centred_rows(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        if stage not in self._centred:
+            emb = self._emb[stage].astype(np.float32)
+            mean = emb.mean(0)
+            self._centred[stage] = (mean, normalize_rows(emb - mean))
+        return self._centred[stage]
 
-        Rows of ``table`` (its index is the row number) with a ``similarity`` column, most similar first.
+    def nearest(self, trace, stage: str = "after SAF", k: int = 5) -> pd.DataFrame:
+        """The ``k`` reference molecules closest to ``trace`` at ``stage``, closest first.
+
+        ``similarity`` is the cosine after centring: the stage's mean reference embedding is removed
+        first, because the embeddings share a large common offset (raw cosines of unrelated molecules
+        are all near 1 and their order is noise); it is clipped to [-1, 1]. ``tanimoto`` is the Morgan
+        (r = 2, 2,048 bits) Tanimoto similarity of the structures, when the trace has a SMILES. A
+        molecule that is in the set is its own nearest neighbour (similarity 1). Rows of ``table``
+        (its index is the row number).
         """
         self._check_stage(stage)
-        sims = self._similarities(trace, stage)
+        mean, rows = self._centred_rows(stage)
+        q = self.query_vector(trace, stage)
+        sims = np.clip(rows @ normalize_rows(q - mean), -1.0, 1.0)
+        own = self._own_row(trace)
+        if own is not None:
+            sims[own] = 1.0
         idx = self._top(sims, k)
+        if own is not None and own in idx:                  # ties at 1.0: the molecule itself first
+            idx = np.concatenate([[own], idx[idx != own]])
         out = self.table.iloc[idx].copy()
         out.insert(0, "similarity", sims[idx].astype(float))
+        smiles = getattr(trace, "smiles", None)
+        if smiles:
+            from hsanet.retrieval import fingerprint_bits, tanimoto_matrix
+
+            bits, _ = fingerprint_bits([smiles] + [str(x) for x in out["smiles"]])
+            out.insert(1, "tanimoto", tanimoto_matrix(bits[:1], bits[1:])[0])
         return out
 
 

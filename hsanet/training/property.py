@@ -159,6 +159,28 @@ def _stack(parts, all_tasks, splits_of, which: int):
     return np.concatenate(embs), np.concatenate(ys)
 
 
+def fit_domain(model: HSANet, parts, split_seed: int, data_dir=None):
+    """The applicability domain of the kept heads (hsanet/inference/domain.py): per dataset the training
+    part of scaffold split ``split_seed`` and a threshold from its validation part; for the caption, the
+    ChEBI-20 validation molecules against the retrieval pool (when both are there)."""
+    from hsanet.data.chebi import load_chebi
+    from hsanet.inference.domain import Domain, threshold
+
+    domain = Domain()
+    for name, _, ds, _, ok in parts:
+        train_idx, valid_idx, _ = scaffold_split(ds.smiles, seed=split_seed)
+        domain.add(name, [ds.smiles[i] for i in train_idx if ok[i]], [ds.smiles[i] for i in valid_idx if ok[i]])
+    if model.retrieval is not None and model.config.retrieval_k:
+        try:
+            domain.caption_threshold = threshold(model.retrieval, load_chebi("validation", data_dir).smiles)
+        except (FileNotFoundError, OSError, ValueError):
+            pass                                # no ChEBI-20 here: no caption threshold
+    print("applicability domain (Tanimoto, 5th percentile of validation): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in domain.thresholds.items())
+          + (f", caption {domain.caption_threshold:.2f}" if domain.caption_threshold is not None else ""))
+    return domain
+
+
 def train_property(train: dict, model_over: dict) -> dict:
     from hsanet.paths import DEFAULT_CHECKPOINT
 
@@ -223,6 +245,7 @@ def train_property(train: dict, model_over: dict) -> dict:
     # attach the heads of the first split seed and first training seed to the model and save it
     model.config.property_tasks = tasks
     model.heads = kept
+    model.domain = fit_domain(model, parts, split_list[0], data_dir)
     split_text = ("scaffold (Hu et al. 2020), seed " + str(split_list[0]) if len(split_list) == 1 else
                   "scaffold (Hu et al. 2020), split seeds " + ", ".join(map(str, split_list))
                   + " (0: the deterministic split; others: random scaffold splits)")

@@ -210,8 +210,17 @@ def test_molecule_overlays_and_level_change(env):
     at.radio(key="mol_colour").set_value("Feature change between two levels")
     _run(at)
     change = _figure(at, "Per-atom change of node features")
-    assert len(_arr(change["data"][0]["y"])) == 3
+    bars = change["data"][0]
+    assert len(_arr(bars["y"])) == 3
     assert any("change 0→2" in df.value.columns for df in at.dataframe)
+    # one numbering (the drawing's scan positions) and one colour scale (smallest .. largest) for both
+    assert sorted(int(x[1:]) for x in bars["x"]) == [1, 2, 3] and [int(x[1:]) for x in bars["x"]] == [1, 2, 3]
+    ys = [float(v) for v in _arr(bars["y"])]
+    assert bars["marker"]["cmin"] == pytest.approx(min(ys)) and bars["marker"]["cmax"] == pytest.approx(max(ys))
+    from app import draw
+
+    colours = draw.value_colours([0.0, 1.0, 2.0])
+    assert colours[0] != colours[1] != colours[2]
     at.checkbox(key="mol_scan").uncheck()
     _run(at)
     assert at.get("image")
@@ -258,7 +267,10 @@ def test_csv_upload_batch_mode(env):
     _run(at)
     table = [df.value for df in at.dataframe if "hap_pattern" in df.value.columns][0]
     assert list(table["row"]) == [1, 2, 3, 4]
+    assert list(table.columns[:3]) == ["row", "error", "name"]          # the error first, the user's columns kept
+    assert list(table["name"]) == ["ethanol", "broken", "benzene", "formula"]
     assert table["error"].astype(bool).tolist() == [False, True, False, True]
+    assert {"brics_fragments", "disconnected_parts"} <= set(table.columns) and "fragments" not in table.columns
     assert set(PROPERTY_TASKS) <= {c.removeprefix("pred: ") for c in table.columns}
     assert table.loc[2, "smiles"] == "c1ccccc1" and len(table.loc[2, "hap_pattern"]) == 3
     assert "Download CSV" in [b.proto.label for b in at.get("download_button")]
@@ -295,8 +307,9 @@ def test_ablation_compare(env, monkeypatch):
     at.button(key="compare_run").click()
     _run(at)
     text = _texts(at)
-    for title in ("Attention only", "Mamba only", "No SAF", "Full HSA-Net"):
+    for title in ("The app's model", "Attention only", "Mamba only", "No SAF", "Full HSA-Net"):
         assert f"#### {title}" in text
+    assert "the app's model, `" in text and "(not the app's model)" in text       # every column names its source
     assert text.count("routing forced on the full model's weights — no ablation checkpoint") == 2
     assert "ablations/nosaf" in text and "**untrained**" in text
     assert "**Routing** `AAA`" in text and "**Routing** `MMM`" in text
@@ -414,3 +427,17 @@ def test_reference_views(env, monkeypatch):
     at.text_input(key="smiles_input").set_value("c1ccccc1O")
     _run(at)
     assert not any("cannot be placed" in w.value for w in at.warning)
+
+
+def test_example_sizes_and_teaching_text_match_the_molecules():
+    """The examples' labels and the teaching text give the heavy-atom counts the molecules have."""
+    from app.teaching import TEXTS
+    from app.views.input import EXAMPLES
+    from hsanet.featurizers import parse
+
+    sizes = {name: parse(smiles).num_atoms for name, smiles, _ in EXAMPLES}
+    for name, _, label in EXAMPLES:
+        assert int(label.split()[0].rstrip(",")) == sizes[name], name
+    assert f"ethanol ({sizes['Ethanol']} heavy atoms)" in TEXTS["input"]
+    assert f"vincristine ({sizes['Vincristine']})" in TEXTS["input"]
+    assert f"{sizes['Quercetin 3-fucoside']}-atom" in TEXTS["input"]

@@ -164,6 +164,26 @@ def test_nearest_and_speed(built, small_model):
     assert np.median(times) < 0.05          # about 1 ms here; the median ignores a busy machine's stalls
 
 
+def test_nearest_is_itself_centred_clipped_with_tanimoto(built, small_model):
+    """A molecule of the set is its own nearest neighbour (similarity 1, Tanimoto 1); similarities are
+    centred cosines within [-1, 1], not the raw ones that the shared offset pushes towards 1."""
+    ref, _, _, _ = built
+    for smiles in ("CCCO", "OCC(O)CO", "CC(C)=O"):
+        tr = small_model.analyze(smiles, caption=False)
+        for stage in ref.stages:
+            near = ref.nearest(tr, stage, k=len(ref))
+            assert near["smiles"].iloc[0] == smiles and near["similarity"].iloc[0] == 1.0
+            assert near["tanimoto"].iloc[0] == pytest.approx(1.0)
+            sims = near["similarity"].to_numpy()
+            assert (sims <= 1.0).all() and (sims >= -1.0).all() and (np.diff(sims) <= 1e-9).all()
+            assert ((near["tanimoto"] >= 0) & (near["tanimoto"] <= 1)).all()
+    raw = ref._emb["after SAF"].astype(np.float32)
+    raw_cos = raw @ raw.T
+    centred = ref._centred_rows("after SAF")[1]
+    spread = lambda m: float(np.std(m[np.triu_indices(len(m), 1)]))
+    assert spread(centred @ centred.T) >= spread(raw_cos)      # centring spreads the similarities out
+
+
 def test_membership_weights():
     w = membership_weights(np.array([0.0, 0.1, 0.2, 0.4]))
     assert w[0] == pytest.approx(1.0) and w.sum() == pytest.approx(2.0, abs=1e-4)     # log2(4)
@@ -183,7 +203,7 @@ def test_cli_build_smiles_file(capsys, tiny_checkpoint, tmp_path, monkeypatch):
     import argparse
 
     # store the 32-wide GIN levels reduced to 20 dims, to exercise the truncated-SVD path
-    monkeypatch.setattr("hsanet.reference.store.MAX_STORED_DIM", 20)
+    monkeypatch.setattr("hsanet.reference.build.MAX_STORED_DIM", 20)
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     smi = tmp_path / "mols.smi"
@@ -209,3 +229,15 @@ def test_cli_build_smiles_file(capsys, tiny_checkpoint, tmp_path, monkeypatch):
     for s in ref.stages:
         near = ref.nearest(tr, s, k=3)
         assert near["smiles"].iloc[0] == tr.smiles and near["similarity"].iloc[0] > 0.99
+
+
+def test_mamba_trend_says_what_the_shares_do(built):
+    from dataclasses import replace
+
+    def trend(share):
+        return replace(built[0], mamba_share=np.array(share)).mamba_trend()
+
+    t = trend([0.9, 0.6, 0.3, 0.1])
+    assert t["direction"] == "falls" and t["first"] == pytest.approx(0.9) and t["rho"] == pytest.approx(-1.0)
+    assert trend([0.0, 0.2, 0.5, 0.9])["direction"] == "rises"
+    assert trend([0.5, 0.52, 0.49, 0.51])["direction"] == "stays flat"

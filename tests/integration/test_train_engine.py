@@ -211,3 +211,32 @@ def test_stop_file_ends_the_sitting(tmp_path):
     stop.touch()
     cb.on_train_batch_end(trainer, None, None, None, 1)
     assert trainer.should_stop and cb.stopped_early
+
+
+@needs_chebi
+def test_hsanet_train_caption_command_end_to_end(tmp_path, capsys):
+    """``hsanet train --task caption`` with a config file, on a tiny slice, through Lightning: exit 0,
+    a JSON result on stdout, the best model saved by SaveBest (a ModelCheckpoint) as safetensors with
+    the training pool attached, and it loads and captions."""
+    import json
+
+    from hsanet.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model:\n" + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n"
+                                        for k, v in TINY_MODEL.items())
+                   + "train:\n  vocab_size: 300\n  val_limit: 8\n  warmup_steps: 2\n  ckpt_every_steps: 0\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--task", "caption", "--config", str(cfg), "--out", str(out), "--limit", "24",
+               "--epochs", "1", "--batch-size", "8", "--threads", "1", "--precision", "32-true",
+               "--cache-dir", str(tmp_path / "cache"), "--max-minutes", "5"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    result = json.loads(stdout[stdout.rindex("\n{") + 1:])            # the JSON result comes last
+    assert result["out"] == str(out / "best") and result["steps"] >= 1
+    best = out / "best"
+    assert (best / "model.safetensors").exists() and (out / "last.ckpt").exists()
+    meta = json.loads((best / "metadata.json").read_text())
+    assert meta["trained"] is True and "best_val_loss" in meta and meta["retrieval_pool"]
+    model = HSANet.from_pretrained(best, device="cpu")
+    assert model.retrieval is not None and model.analyze("CCO").caption is not None

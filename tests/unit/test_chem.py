@@ -26,18 +26,21 @@ def test_none_input():
         parse(None)
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("C1CC", "unclosed ring"),
-    ("CC(C", "extra open parentheses"),
-    ("xyz", "syntax error"),
-    ("c1cccc1", "kekulize"),
+@pytest.mark.parametrize("text, reason, plain", [
+    ("C1CC", "unclosed ring", "a ring is opened but not closed"),
+    ("CC(C", "extra open parentheses", "the parentheses of the branches do not match"),
+    ("xyz", "syntax error", "this is not valid SMILES"),
+    ("c1cccc1", "kekulize",
+     "the ring bonds could not be given alternating single and double bonds (aromaticity) at atoms 0-4"),
+    ("CC(C)(C)(C)(C)C", "Explicit valence", "atom 1 (C) has 6 bonds, more than this element allows"),
+    ("c1ccccc1n", "marked aromatic", "an atom outside any ring is written aromatic"),
 ])
-def test_unparsable_smiles_quotes_rdkit(text, reason):
+def test_unparsable_smiles_plain_words_then_rdkit(text, reason, plain):
+    """A student's explanation first, RDKit's own message after it (in brackets), on one line."""
     with pytest.raises(MoleculeError) as exc:
         parse(text)
     msg = str(exc.value)
-    assert msg.startswith("RDKit could not read this SMILES")
-    assert reason in msg
+    assert msg.startswith(plain) and "(RDKit could not read this SMILES" in msg and reason in msg
     assert "\n" not in msg
 
 
@@ -198,3 +201,9 @@ def test_featurize_batch():
     assert batch.dist.numel() == sum(n * n for n in sizes)
     assert batch.num_frags.tolist() == [int(max(brics_fragments(m.mol))) + 1 for m in mols]
     assert featurize(mols[0]).num_graphs == 1
+
+
+def test_a_long_bad_input_is_not_echoed_whole():
+    with pytest.raises(MoleculeError) as err:
+        parse("C" * 20_000 + "(", max_atoms=100_000)
+    assert len(str(err.value)) < 400 and "20,001 characters" in str(err.value)

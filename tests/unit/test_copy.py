@@ -161,3 +161,28 @@ def test_evaluate_switches_copy_and_retrieval_off_at_inference(tokenizer, tmp_pa
     assert (off["copy_mechanism"], off["retrieval_k"]) == (False, 0)
     assert seen[0][0] and all(len(r) == 2 for r in seen[0][1])
     assert not seen[1][0] and all(r == [] for r in seen[1][1])
+
+
+def test_rerank_neighbours_widens_the_candidates_not_the_prompt(tokenizer):
+    """rerank_neighbours = N: the captions of the N nearest training molecules are candidates, the
+    prompt still holds the retrieval_k nearest; N = retrieval_k gives the plain reranking."""
+    model = _model(tokenizer).eval()
+    mols = [parse(s) for s in MOLECULES[:4]]
+    k = model.config.retrieval_k
+    plain = model.generate_captions(mols, max_new_tokens=10, rerank=False)
+    wide = model.references([m.smiles for m in mols], k=k + 2)
+    base = model.generate_captions(mols, max_new_tokens=10, rerank=True)
+    model.set_inference_switches(rerank_neighbours=k + 2)
+    try:
+        out = model.generate_captions(mols, max_new_tokens=10, rerank=True)
+        unchanged = model.generate_captions(mols, max_new_tokens=10, rerank=False)
+        fused = model.encode(featurize(mols))["fused"]
+        _, sources, prompt_refs = model.decode(fused, mols, max_new_tokens=10, rerank=True)
+    finally:
+        model.set_inference_switches(rerank_neighbours=0)
+    assert unchanged == plain                                    # generation does not see the extra neighbours
+    assert all(len(r) == k for r in prompt_refs)
+    for o, g, w in zip(out, plain, wide):
+        assert o in [g] + [n.caption for n in w]
+    assert all(s == "generated" or s.startswith("neighbour") for s in sources)
+    assert model.generate_captions(mols, max_new_tokens=10, rerank=True) == base
