@@ -20,6 +20,8 @@ from app.views.common import Page, show_figure, view
 from app.views.input import set_input
 
 MAX_CATEGORIES = 24
+TEXT_COLUMNS = ("smiles", "caption", "description", "cid")
+PROJECTIONS = {"UMAP": "umap", "PCA": "pca"}
 CLUSTER, HAP, ATOMS = "cluster (k-means at this stage)", "HAP pattern", "heavy atoms"
 
 
@@ -42,6 +44,13 @@ def colour_fields(ref) -> dict[str, object]:
         fields[HAP] = "hap_pattern"
     if "heavy_atoms" in columns:
         fields[ATOMS] = "heavy_atoms"
+    taken = set(fields.values())
+    for c in ref.table.columns:             # any other field that can colour a map (not free text)
+        values = ref.table[c]
+        if c in taken or c in TEXT_COLUMNS or str(c).startswith("cluster "):
+            continue
+        if pd.api.types.is_numeric_dtype(values) or values.astype(str).nunique() <= MAX_CATEGORIES:
+            fields[str(c)] = c
     return fields
 
 
@@ -52,8 +61,10 @@ def _hover(text, width: int = 70, limit: int = 320) -> str:
     return "<br>".join(textwrap.wrap(text, width)) or "(no caption)"
 
 
-def figure(table: pd.DataFrame, coords: np.ndarray, field: str, here, stage, label: str | None = None) -> go.Figure:
-    """The map: reference points coloured by ``table[field]`` (continuous or categorical), and a star."""
+def figure(table: pd.DataFrame, coords: np.ndarray, field: str, here, stage, label: str | None = None,
+           projection: str = "UMAP", neighbours=(), found=(), found_label: str = "", axis_note=("", "")) -> go.Figure:
+    """The map: reference points coloured by ``table[field]`` (continuous or categorical), the current
+    molecule as a star, its nearest reference molecules and the rows a search found ringed."""
     label = label or str(field)
     coords = np.asarray(coords, dtype=float)
     captions = table["caption"] if "caption" in table.columns else pd.Series([""] * len(table))
@@ -76,14 +87,24 @@ def figure(table: pd.DataFrame, coords: np.ndarray, field: str, here, stage, lab
                 x=coords[idx, 0], y=coords[idx, 1], mode="markers", customdata=idx, name=f"{label} = {cat}",
                 text=[hover[i] for i in idx], hovertemplate="%{text}<extra>" + f"{label} = {cat}</extra>",
                 marker=dict(size=6, opacity=0.75)))
+    for rows, name, colour, size in ((list(found), found_label or "search", "#17becf", 16),
+                                     (list(neighbours), "nearest to this molecule", "#d62728", 13)):
+        if rows:
+            fig.add_trace(go.Scatter(x=coords[rows, 0], y=coords[rows, 1], mode="markers", name=name,
+                                     customdata=rows, text=[hover[i] for i in rows],
+                                     hovertemplate="%{text}<extra>" + name + "</extra>",
+                                     marker=dict(symbol="circle-open", size=size, color=colour,
+                                                 line=dict(width=2.5))))
     if here is not None:
         fig.add_trace(go.Scatter(x=[here[0]], y=[here[1]], mode="markers", name="this molecule",
                                  marker=dict(symbol="star", size=22, color="#d62728",
                                              line=dict(color="black", width=1.5)),
                                  hovertemplate="this molecule<extra></extra>"))
-    fig.update_layout(height=560, title=f"UMAP of {len(table):,} reference molecules, {stage_label(stage)}",
-                      xaxis=dict(title="UMAP 1", showticklabels=False), yaxis=dict(title="UMAP 2", showticklabels=False),
-                      margin=dict(t=50, b=30, l=30, r=20), legend=dict(itemsizing="constant"))
+    fig.update_layout(height=600, title=f"{projection} of {len(table):,} reference molecules, {stage_label(stage)}",
+                      xaxis=dict(title=f"{projection} 1{axis_note[0]}", showticklabels=False),
+                      yaxis=dict(title=f"{projection} 2{axis_note[1]}", showticklabels=False),
+                      margin=dict(t=50, b=40, l=40, r=20),
+                      legend=dict(itemsizing="constant", orientation="h", yanchor="top", y=-0.08, x=0))
     return fig
 
 
@@ -111,23 +132,44 @@ def render(page: Page, tr: Trace) -> None:
     table = ref.table
     stages = list(ref.stages)
     fields = colour_fields(ref)
-    a, b = st.columns(2)
+    a, b, c, d = st.columns([3, 3, 2, 4])
     stage = a.selectbox("Stage", stages, key="map_stage", format_func=stage_label, index=len(stages) - 1,
                         help="level l pooled: the mean of the GNN node states; after HAP: the mean of the chosen "
                              "projector tokens; after SAF: the molecule embedding (mean of the fused tokens).")
     choice = b.selectbox("Colour by", list(fields), key="map_colour")
+    projection = c.radio("Map", list(PROJECTIONS), key="map_projection", horizontal=True,
+                         help="UMAP keeps neighbourhoods (non-linear); PCA is the linear view of the same "
+                              "embeddings, with the share of variance on its axes.")
+    query = d.text_input("Find on the map", key="map_find", placeholder="SMILES, PubChem CID or a word",
+                         help="A molecule (any SMILES of it), a CID, or words of the descriptions and captions.")
     column = fields[choice](stage) if callable(fields[choice]) else fields[choice]
+    proj = PROJECTIONS[projection]
     try:
-        here = ref.place(tr, stage)
+        here = ref.place(tr, stage, projection=proj)
     except Exception as exc:   # e.g. a reference set built with another model
         here = None
         st.warning(f"This molecule cannot be placed on the map: {exc}")
+    try:
+        near = ref.nearest(tr, stage, 5)
+    except Exception as exc:   # noqa: BLE001 - shown below the map
+        near, near_error = None, exc
+    found = ref.find(query) if query else []
+    if query:
+        st.caption(f"Found {len(found)} reference molecule{'s' if len(found) != 1 else ''} for “{query[:60]}”"
+                   + (" (ringed in blue)." if found else "."))
+    note = ("", "")
+    if proj == "pca":
+        ratio = ref.pca(stage).explained_variance_ratio_
+        note = tuple(f" ({r:.0%} of variance)" for r in list(ratio) + [0.0] * (2 - len(ratio)))
     meta = ref.meta
     st.caption(f"Reference set: {len(table):,} molecules run through model `{meta.get('checkpoint', '?')}`"
                f"{'' if meta.get('trained', True) else ' (**untrained**)'}"
                f"{', built ' + str(meta['date'])[:10] if meta.get('date') else ''}; the map is precomputed, "
-               "this molecule is placed among its nearest neighbours without refitting UMAP.")
-    fig = figure(table, ref.coords(stage), column, here, stage, label=choice)
+               "this molecule is placed among its nearest neighbours without refitting UMAP (on PCA: projected "
+               "exactly); its five nearest reference molecules are ringed in red.")
+    fig = figure(table, ref.projected(stage, proj), column, here, stage, label=choice, projection=projection,
+                 neighbours=[int(i) for i in near.index] if near is not None else [], found=found,
+                 found_label=f"found: {query[:30]}", axis_note=note)
     event = show_figure(page, "embedding-map", fig, key="map_chart", on_select="rerun", selection_mode="points")
     picked = _selected_rows(event)
     left, right = st.columns(2, gap="large")
@@ -149,10 +191,8 @@ def render(page: Page, tr: Trace) -> None:
     with right:
         st.markdown(f"**Nearest reference molecules** ({stage_label(stage)}: cosine after centring, and the "
                     "Tanimoto similarity of the structures)")
-        try:
-            near = ref.nearest(tr, stage, 5)
-        except Exception as exc:
-            st.caption(f"Unavailable: {exc}")
+        if near is None:
+            st.caption(f"Unavailable: {near_error}")
         else:
             show = [c for c in ("similarity", "tanimoto", "smiles", "caption", "description") if c in near.columns]
             st.dataframe(near[show], hide_index=True)

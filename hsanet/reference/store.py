@@ -169,6 +169,7 @@ class ReferenceSet:
     _basis: dict = field(default_factory=dict, repr=False)        # stage -> (d', d) float32
     _row_of: dict = field(default_factory=dict, repr=False)       # canonical SMILES -> row
     _centred: dict = field(default_factory=dict, repr=False)      # stage -> (mean, centred unit rows)
+    _pca: dict = field(default_factory=dict, repr=False)          # stage -> fitted 2-D PCA of the stored rows
 
     # --- loading -----------------------------------------------------------------------------
     @classmethod
@@ -256,6 +257,52 @@ class ReferenceSet:
         return {"first": float(share[0]), "last": float(share[-1]), "rho": rho, "direction": direction,
                 "levels": int(share.size)}
 
+    def pca(self, stage: str):
+        """A 2-D PCA (scikit-learn) of the stage's stored embeddings, fitted on first use: the linear map
+        beside UMAP, on which a new molecule is placed exactly (``place(..., projection="pca")``)."""
+        self._check_stage(stage)
+        if stage not in self._pca:
+            from sklearn.decomposition import PCA
+
+            emb = self._emb[stage].astype(np.float32)
+            pca = PCA(n_components=min(2, emb.shape[1], len(emb)), svd_solver="full").fit(emb)
+            self._pca[stage] = (pca, pca.transform(emb).astype(np.float32))
+        return self._pca[stage][0]
+
+    def projected(self, stage: str, projection: str = "umap") -> np.ndarray:
+        """(n, 2) coordinates of the reference molecules on the ``umap`` or ``pca`` map of ``stage``."""
+        if projection == "umap":
+            return self.coords(stage)
+        if projection != "pca":
+            raise ValueError(f"projection must be 'umap' or 'pca', got {projection!r}")
+        self.pca(stage)
+        return self._pca[stage][1]
+
+    def find(self, query: str, limit: int = 200) -> list[int]:
+        """Rows matching a search: the molecule itself (any SMILES of it), a PubChem CID, or else the
+        words in its ChEBI-20 description or generated caption (case-insensitive), at most ``limit``."""
+        query = (query or "").strip()
+        if not query:
+            return []
+        rows: list[int] = []
+        try:
+            from hsanet.featurizers import parse
+
+            row = self._own_row(parse(query))
+            if row is not None:
+                rows.append(row)
+        except Exception:  # noqa: BLE001 - not a SMILES: search the other fields
+            pass
+        if "cid" in self.table.columns:
+            rows += [int(i) for i in np.flatnonzero(self.table["cid"].astype(str).to_numpy() == query)]
+        if not rows and len(query) >= 3:
+            text = pd.Series([""] * len(self.table))
+            for col in ("description", "caption"):
+                if col in self.table.columns:
+                    text = text + " " + self.table[col].fillna("").astype(str)
+            rows = [int(i) for i in np.flatnonzero(text.str.contains(query, case=False, regex=False).to_numpy())]
+        return list(dict.fromkeys(rows))[:limit]
+
     # --- placing new molecules ---------------------------------------------------------------
     def query_vector(self, trace_or_vector, stage: str) -> np.ndarray:
         """The unit vector a trace (or a raw stage embedding) is compared with, in the stored space."""
@@ -287,19 +334,23 @@ class ReferenceSet:
         smiles = getattr(trace_or_vector, "smiles", None)
         return self._row_of.get(smiles) if smiles is not None else None
 
-    def place(self, trace, stage: str, k: int = 10, exact: bool = True) -> tuple[float, float]:
-        """2-D position of a new molecule on the ``stage`` map, without refitting UMAP.
+    def place(self, trace, stage: str, k: int = 10, exact: bool = True, projection: str = "umap") -> tuple[float, float]:
+        """2-D position of a new molecule on the ``stage`` map, without refitting UMAP. On the ``pca``
+        map it is the exact linear projection of its embedding.
 
         The weighted mean of the coordinates of its ``k`` nearest reference molecules (cosine), with
         UMAP's fuzzy membership weights: UMAP's own ``transform`` starts from this point (see the module
         docstring). With ``exact`` (default), a molecule whose canonical SMILES is in the reference set
         lands on its own point. ``trace`` may also be a raw stage embedding (numpy array).
         """
-        coords = self.coords(stage)
+        coords = self.projected(stage, projection)
         if exact:
             row = self._own_row(trace)
             if row is not None:
                 return float(coords[row, 0]), float(coords[row, 1])
+        if projection == "pca":
+            x, y = self.pca(stage).transform(self.query_vector(trace, stage)[None].astype(np.float32))[0]
+            return float(x), float(y)
         sims = self._similarities(trace, stage)
         idx = self._top(sims, k)
         w = membership_weights(1.0 - sims[idx])

@@ -423,6 +423,23 @@ def test_reference_views(env, monkeypatch):
     assert {t["name"] for t in umap["data"]} >= {"HAP pattern = AAM", "HAP pattern = AMM", "this molecule"}
     near = [df.value for df in at.dataframe if "similarity" in df.value.columns]
     assert near and len(near[0]) == 5 and near[0]["similarity"].is_monotonic_decreasing
+    assert near[0]["smiles"].iloc[0] == "CCO" and "tanimoto" in near[0].columns
+    # the five nearest are ringed on the map; a search rings what it finds
+    assert len(_arr([t for t in umap["data"] if t.get("name") == "nearest to this molecule"][0]["x"])) == 5
+    at.text_input(key="map_find").set_value("1003")
+    _run(at)
+    found = [t for t in _figure(at, "UMAP")["data"] if str(t.get("name", "")).startswith("found")]
+    assert found and list(found[0]["customdata"]) == [3] and "Found 1 reference molecule" in _texts(at)
+    # the linear map beside UMAP: PCA, with the molecule projected onto it
+    at.radio(key="map_projection").set_value("PCA")
+    _run(at)
+    pca = _figure(at, "PCA of 40 reference molecules")
+    assert "of variance" in json.dumps(pca["layout"]["xaxis"]["title"])
+    star = [t for t in pca["data"] if t.get("name") == "this molecule"][0]
+    assert np.allclose([_arr(star["x"])[0], _arr(star["y"])[0]], ref.projected("level 0", "pca")[0], atol=1e-5)
+    at.radio(key="map_projection").set_value("UMAP")
+    at.text_input(key="map_find").set_value("")
+    _run(at)
     # a molecule outside the set is placed by its nearest neighbours
     at.text_input(key="smiles_input").set_value("c1ccccc1O")
     _run(at)
