@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
             pass
         return 141
+    except OSError as exc:                   # after BrokenPipeError: a path that is a folder, unreadable, ...
+        if exc.filename and exc.strerror:
+            return _user_error(args.command, f"{exc.filename}: {exc.strerror}")
+        raise
     except Exception as exc:                 # after BrokenPipeError, an Exception too
         if type(exc).__name__ == "MisconfigurationException":    # Lightning's: a device / strategy setting
             return _user_error(args.command, exc)

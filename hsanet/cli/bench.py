@@ -13,6 +13,8 @@ def cmd_bench(args) -> int:
     check_at_least(("--runs", args.runs, 1), ("--threads", args.threads, 0), ("--app-runs", args.app_runs, 1))
     if args.json != "-" and not Path(args.json).resolve().parent.is_dir():
         raise UsageError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
+    if args.sections is not None and not [x for x in args.sections.split(",") if x.strip()]:
+        raise UsageError(f"--sections: give at least one of {','.join(SECTIONS)} (analysis = latency)")
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         raise UsageError(f"--checkpoint {args.checkpoint}: no such checkpoint folder")
     res = run(args)

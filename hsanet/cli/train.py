@@ -113,8 +113,15 @@ def check_values(train: dict) -> None:
         value = train.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{name(key)} must be a number, got {value!r}")
+        if isinstance(TRAIN_DEFAULTS[key], int) and not float(value).is_integer():
+            raise UsageError(f"{name(key)} must be a whole number, got {value!r}")
         if value < low or (value == low and not inclusive):
             raise UsageError(f"{name(key)} must be {'at least' if inclusive else 'more than'} {low} (got {value})")
+    if train["task"] == "property" and not [n for n in str(train["datasets"]).split(",") if n.strip()]:
+        raise UsageError("--datasets: name at least one MoleculeNet dataset, e.g. BBBP,BACE,ClinTox")
+    if isinstance(train["max_steps"], bool) or not isinstance(train["max_steps"], (int, float)) \
+            or not float(train["max_steps"]).is_integer():
+        raise UsageError(f"--max-steps must be a whole number, got {train['max_steps']!r}")
     if not 0 <= float(train["holdout"]) < 1:
         raise UsageError(f"--holdout must be in [0, 1) (got {train['holdout']})")
     if int(train["max_steps"]) < -1 or int(train["max_steps"]) == 0:
