@@ -76,7 +76,6 @@ def analyze(page: Page, text: str, messages) -> None:
     except MoleculeError as exc:
         messages.error(f"**Not a molecule HSA-Net can analyze:** {exc}", icon=":material/error:")
         return
-    st.session_state["_canonical"] = mol.smiles
     if mol.smiles != text.strip():
         messages.caption(f"Canonical SMILES: `{mol.smiles}`")
     try:

@@ -28,7 +28,7 @@ EXAMPLES = [
 INPUT_KEY = "smiles_input"
 BATCH_MAX_ROWS = 1000
 BATCH_MAX_BYTES = 5_000_000
-KETCHER_HEIGHT = 430
+KETCHER_HEIGHT = 600
 
 
 def set_input(text: str) -> None:
@@ -40,6 +40,17 @@ def _canonical(text: str) -> str | None:
         return parse(text).smiles
     except MoleculeError:
         return None
+
+
+def canvas_molecule(text: str, rejected_drawing: str | None) -> str:
+    """What the editor shows: the molecule being analysed (the input's canonical SMILES); a drawing
+    RDKit rejected stays on the canvas to be fixed; any other bad input leaves the canvas empty."""
+    canonical = _canonical(text)
+    if canonical is not None:
+        return canonical
+    if text and text == rejected_drawing:
+        return text
+    return ""
 
 
 def _ketcher_value(current: str) -> str | None:
@@ -84,20 +95,22 @@ def render(page: Page, model):
     """Render the input view; return (input text, a container for in-place messages)."""
     section("input")
     st.session_state.setdefault(INPUT_KEY, EXAMPLES[3][1])
-    draw_col, text_col = st.columns([3, 2], gap="large")
-    with draw_col:
-        st.markdown("**Draw** a molecule, then press **Apply** (under the canvas).")
-        _ketcher(_canonical(st.session_state.get(INPUT_KEY, "")) or st.session_state.get("_canonical") or "")
+    text_col, example_col = st.columns([1, 1], gap="large")
     with text_col:
         st.text_input("**SMILES**", key=INPUT_KEY,
                       placeholder="e.g. CC(=O)Oc1ccccc1C(=O)O",
                       help="Any SMILES RDKit reads; it is canonicalized before the analysis.")
         messages = st.container()
+    with example_col:
         st.markdown("**Examples** (small to large, one salt)")
         cols = st.columns(2)
         for i, (name, smiles, size) in enumerate(EXAMPLES):
             cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=set_input, args=(smiles,),
                                width="stretch", help=smiles)
+    # the editor on its own full-width row: Ketcher needs the width for its toolbars and atom palette
+    st.markdown("**Draw** a molecule, then press **Apply** (under the canvas). The canvas shows the molecule "
+                "being analysed.")
+    _ketcher(canvas_molecule(st.session_state.get(INPUT_KEY, ""), st.session_state.get("_ketcher_bad")))
     _batch(page, model)
     return st.session_state.get(INPUT_KEY, ""), messages
 

@@ -458,3 +458,12 @@ def test_example_sizes_and_teaching_text_match_the_molecules():
     assert f"ethanol ({sizes['Ethanol']} heavy atoms)" in TEXTS["input"]
     assert f"vincristine ({sizes['Vincristine']})" in TEXTS["input"]
     assert f"{sizes['Quercetin 3-fucoside']}-atom" in TEXTS["input"]
+
+
+def test_the_canvas_shows_the_molecule_being_analysed():
+    from app.views.input import canvas_molecule
+
+    assert canvas_molecule("OCC", None) == "CCO"                     # canonical, as analysed
+    assert canvas_molecule("C1CC", None) == ""                       # a bad typed input: nothing analysed
+    assert canvas_molecule("C1CC", "C1CC") == "C1CC"                 # a rejected drawing stays to be fixed
+    assert canvas_molecule("", None) == ""
