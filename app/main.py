@@ -116,6 +116,8 @@ def main() -> None:
         st.warning(info.notice, icon=":material/warning:")
     text, messages = input_view.render(page, model)
     analyze(page, text, messages)
+    if page.trace is not None and info.has_decoder:     # the caption is written while the views render
+        state.prefetch_trace(info.key, page.trace.smiles, page.num_beams, page.max_new_tokens)
     molecule.render(page)
     caption_box = st.container()            # filled after the structural views, once the caption is written
     with caption_box:

@@ -175,21 +175,47 @@ def run_with_budget(key: Any, fn: Callable[[], Any], budget_s: float) -> Any:
         raise
 
 
+_DONE: dict = {}                  # job keys whose trace is in _trace's cache (an LRU of its size)
+
+
+def _job(key: ModelKey, smiles: str, num_beams: int, max_new_tokens: int | None, routing: str | None,
+         caption: bool):
+    """(job key, the analysis to run): the one definition of a trace job, shared by the cached call
+    and the prefetch."""
+    model, _ = _load(key)
+    return (("trace", key, smiles, num_beams, max_new_tokens, routing, caption),
+            lambda: model.analyze(smiles, caption=caption, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                                  routing=routing))
+
+
 @st.cache_data(max_entries=512, show_spinner="Running HSA-Net on this molecule…")
 def _trace(key: ModelKey, smiles: str, num_beams: int, max_new_tokens: int | None, routing: str | None,
            caption: bool, _budget_s: float) -> Trace:
-    model, _ = _load(key)
-    return run_with_budget(
-        ("trace", key, smiles, num_beams, max_new_tokens, routing, caption),
-        lambda: model.analyze(smiles, caption=caption, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                              routing=routing),
-        _budget_s)
+    job, fn = _job(key, smiles, num_beams, max_new_tokens, routing, caption)
+    out = run_with_budget(job, fn, _budget_s)
+    _DONE[job] = True
+    while len(_DONE) > 512:
+        _DONE.pop(next(iter(_DONE)))
+    return out
 
 
 def get_trace(key: ModelKey, smiles: str, num_beams: int = 1, max_new_tokens: int | None = None,
               routing: str | None = None, caption: bool = True) -> Trace:
     """The Trace of a canonical SMILES (cached). Raises MoleculeError or BudgetExceeded."""
     return _trace(key, smiles, int(num_beams), max_new_tokens, routing, caption, time_budget_s())
+
+
+def prefetch_trace(key: ModelKey, smiles: str, num_beams: int = 1, max_new_tokens: int | None = None) -> None:
+    """Start the caption pass in the worker pool now, without waiting: the page renders its other
+    views meanwhile, and ``get_trace(..., caption=True)`` later joins the same running job. Nothing
+    happens when that trace is already cached."""
+    job, fn = _job(key, smiles, int(num_beams), max_new_tokens, None, True)
+    if job in _DONE:
+        return
+    try:
+        batch.run_with_budget(job, fn, 0.0)
+    except BudgetExceeded:
+        pass                                # running: exactly what was asked
 
 
 # --------------------------------------------------------------------------------------- ablations
