@@ -15,7 +15,8 @@ after warm-up runs, in this one process, on the CPU unless a section says otherw
   real GIN level states), and the scans of hsanet.nn.selective_scan against the step-by-step recurrence;
 * ``train``    caption-training throughput (molecules / s) of the model's config: AdamW steps of
   ``CaptionModule._loss`` on ChEBI-20 validation molecules with retrieved references;
-* ``app``      cold start of the Streamlit app to the first rendered result in headless Chromium
+* ``app``      cold start of the Streamlit app to the first rendered result in headless Chromium, and
+  on the warm server paste -> first results / caption and click an example -> caption
   (Playwright), and ``map``: the time ``ReferenceSet.place`` takes to put a new molecule on the map;
 * ``gpu``      when CUDA is present: the same on the GPU in float32 and bf16 autocast, and mamba-ssm's
   kernel (when importable) against the PyTorch scans.
@@ -140,6 +141,8 @@ def run(args) -> dict:
     res["train_property_mol_per_s"] = tr.get("property", {}).get("mol_per_s")
     res["app_cold_start_s"] = sections.get("app", {}).get("cold_start_s")
     res["app_cold_start_caption_s"] = sections.get("app", {}).get("caption_s")
+    for key in ("paste_first_s", "paste_caption_s", "click_caption_s"):
+        res[f"app_{key}"] = sections.get("app", {}).get(key)
     res["map_place_ms_median"] = sections.get("map", {}).get("place_ms")
     res["targets"] = {}
     for key, (op, value, what) in TARGETS.items():

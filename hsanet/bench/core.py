@@ -52,6 +52,9 @@ TARGETS = {
     "embed_per_s_b256": (">=", 500.0, "embedding throughput at batch 256, molecules/s"),
     "mamba_400_over_50": ("<=", 10.0, "E_Mamba time at 400 atoms / at 50 atoms"),
     "app_cold_start_s": ("<=", 15.0, "app cold start to first rendered result, s"),
+    "app_paste_first_s": ("<=", 0.5, "paste + Enter -> first results in the browser (warm), s"),
+    "app_paste_caption_s": ("<=", 2.5, "paste + Enter -> caption in the browser (warm; target 1.5), s"),
+    "app_click_caption_s": ("<=", 2.5, "click an example -> caption in the browser (warm), s"),
     "map_place_ms_median": ("<=", 500.0, "placing a new molecule on the map, ms"),
 }
 
