@@ -38,7 +38,7 @@ def metrics_figure(results) -> go.Figure:
     return fig
 
 
-@view("ablation")
+@view("ablation", fragment=True)
 def render(page: Page, tr: Trace) -> None:
     request = (tr.smiles, page.num_beams, page.max_new_tokens)
     if st.session_state.get("compare_for") != request:

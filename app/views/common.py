@@ -64,15 +64,20 @@ def needs_trace(page: Page) -> bool:
     return True
 
 
-def view(key: str):
+def view(key: str, fragment: bool = False):
     """Decorator of a view's ``render(page, trace)``: the section header, then the view, or a one-line
-    hint when there is no molecule yet. The decorated function is called as ``render(page)``."""
+    hint when there is no molecule yet. The decorated function is called as ``render(page)``.
+
+    ``fragment``: the view body is a Streamlit fragment (``st.fragment``), so that its own widgets
+    (a colour choice, a slider, the map's controls) rerun this view alone, not the whole page."""
     def wrap(fn):
+        body = st.fragment(fn) if fragment else fn
+
         @functools.wraps(fn)
         def render(page: Page) -> None:
             section(key)
             if needs_trace(page):
-                fn(page, page.trace)
+                body(page, page.trace)
         return render
     return wrap
 

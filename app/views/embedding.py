@@ -123,7 +123,7 @@ def _selected_rows(event) -> list[int]:
     return rows
 
 
-@view("embedding")
+@view("embedding", fragment=True)
 def render(page: Page, tr: Trace) -> None:
     ref, why = state.reference_set()
     if ref is None:
@@ -187,7 +187,9 @@ def render(page: Page, tr: Trace) -> None:
                 st.markdown(f"**Generated caption:** {row['caption']}")
             if row.get("description"):
                 st.markdown(f"**ChEBI-20 description:** {row['description']}")
-            st.button("Analyze this molecule", key="map_analyze", on_click=set_input, args=(str(row["smiles"]),))
+            if st.button("Analyze this molecule", key="map_analyze"):
+                set_input(str(row["smiles"]))
+                st.rerun()                  # the whole page, not only this view's fragment
     with right:
         st.markdown(f"**Nearest reference molecules** ({stage_label(stage)}: cosine after centring, and the "
                     "Tanimoto similarity of the structures)")

@@ -17,7 +17,7 @@ from app.views.common import Page, show_figure, view
 FRAGMENTS, CHANGE, PLAIN = "BRICS fragments", "Feature change between two levels", "No colour"
 
 
-@view("molecule")
+@view("molecule", fragment=True)
 def render(page: Page, tr: Trace) -> None:
     mol = draw.molecule(tr.smiles)
     if mol is None or mol.GetNumAtoms() != tr.num_atoms or len(tr.atom_fragment) != tr.num_atoms:

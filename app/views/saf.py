@@ -51,7 +51,7 @@ def usage_figure(usage) -> go.Figure:
     return fig
 
 
-@view("saf")
+@view("saf", fragment=True)
 def render(page: Page, tr: Trace) -> None:
     if tr.num_experts == 0 or not tr.saf_tokens or not any(t.experts for t in tr.saf_tokens):
         st.info("This model has no SAF router (the no-SAF variant fuses with one MLP), so there is nothing "
