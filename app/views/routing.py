@@ -47,7 +47,7 @@ def share_figure(trace, share: pd.Series, mean_p: pd.Series | None = None) -> go
                              mode="markers", marker=dict(symbol="star", size=14, color="#d62728"),
                              name="this molecule (1 = Mamba)"))
     fig.update_layout(height=380, yaxis=dict(range=[0, 1.1], title="share routed to E_Mamba", tickformat=".0%"),
-                      title="Reference set: Mamba share per level (paper Fig. 5)",
+                      title=dict(text="Reference set: Mamba share per level<br><sup>the paper's Fig. 5</sup>"),
                       margin=dict(t=50, b=40, l=50, r=20), legend=dict(orientation="h", y=-0.15))
     return fig
 

@@ -46,7 +46,7 @@ def usage_figure(usage) -> go.Figure:
         text=[[f"{v:.0%}" for v in row] for row in usage.to_numpy()], texttemplate="%{text}",
         colorbar=dict(title="share"), hovertemplate="%{y} → %{x}: %{z:.1%}<extra></extra>"))
     fig.update_layout(height=max(260, 24 * len(usage) + 110), yaxis=dict(autorange="reversed"),
-                      title="Reference set: expert usage (share of top-k assignments)",
+                      title=dict(text="Reference set: expert usage<br><sup>share of the top-k assignments</sup>"),
                       margin=dict(t=50, b=40, l=20, r=20))
     return fig
 
