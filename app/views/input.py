@@ -95,22 +95,25 @@ def render(page: Page, model):
     """Render the input view; return (input text, a container for in-place messages)."""
     section("input")
     st.session_state.setdefault(INPUT_KEY, EXAMPLES[3][1])
-    text_col, example_col = st.columns([1, 1], gap="large")
-    with text_col:
-        st.text_input("**SMILES**", key=INPUT_KEY,
-                      placeholder="e.g. CC(=O)Oc1ccccc1C(=O)O",
-                      help="Any SMILES RDKit reads; it is canonicalized before the analysis.")
-        messages = st.container()
-    with example_col:
-        st.markdown("**Examples** (small to large, one salt)")
-        cols = st.columns(2)
-        for i, (name, smiles, size) in enumerate(EXAMPLES):
-            cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=set_input, args=(smiles,),
-                               width="stretch", help=smiles)
+    top = st.container()          # shown above the editor, filled after it: an applied drawing sets the
+    # input's state, which Streamlit allows only before the SMILES box is created
     # the editor on its own full-width row: Ketcher needs the width for its toolbars and atom palette
     st.markdown("**Draw** a molecule, then press **Apply** (under the canvas). The canvas shows the molecule "
                 "being analysed.")
     _ketcher(canvas_molecule(st.session_state.get(INPUT_KEY, ""), st.session_state.get("_ketcher_bad")))
+    with top:
+        text_col, example_col = st.columns([1, 1], gap="large")
+        with text_col:
+            st.text_input("**SMILES**", key=INPUT_KEY,
+                          placeholder="e.g. CC(=O)Oc1ccccc1C(=O)O",
+                          help="Any SMILES RDKit reads; it is canonicalized before the analysis.")
+            messages = st.container()
+        with example_col:
+            st.markdown("**Examples** (small to large, one salt)")
+            cols = st.columns(2)
+            for i, (name, smiles, size) in enumerate(EXAMPLES):
+                cols[i % 2].button(f"{name} ({size})", key=f"example-{i}", on_click=set_input, args=(smiles,),
+                                   width="stretch", help=smiles)
     _batch(page, model)
     return st.session_state.get(INPUT_KEY, ""), messages
 
