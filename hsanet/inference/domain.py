@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hsanet.inference.runtime import serial_blas
 from hsanet.retrieval import FingerprintIndex
 
 PERCENTILE = 5.0
@@ -53,6 +54,7 @@ class Domain:
         self.indexes[dataset] = index
         self.thresholds[dataset] = threshold(index, validation_smiles, self.percentile)
 
+    @serial_blas
     def similarities(self, smiles: Sequence[str]) -> dict[str, np.ndarray]:
         """dataset -> (len(smiles),) similarity of each molecule to the dataset's nearest training molecule."""
         return {name: nearest_similarity(index, smiles) for name, index in self.indexes.items()}

@@ -21,7 +21,6 @@ convention, which Chen et al.'s reference code uses.
 """
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -34,29 +33,7 @@ RANK_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
-_BLAS_CONTROLLER = None
-
-
-def _serial_blas(func):
-    """Run ``func`` with single-threaded BLAS.
-
-    The matrices here are small (n <= 200 atoms); multi-threaded OpenBLAS gains nothing on them
-    and slows down five- to tenfold when the cores are busy (measured on a loaded 2-core machine).
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        global _BLAS_CONTROLLER
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # optional: scikit-learn brings it
-            return func(*args, **kwargs)
-        if _BLAS_CONTROLLER is None:
-            _BLAS_CONTROLLER = ThreadpoolController()
-        with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
-            return func(*args, **kwargs)
-
-    return wrapper
+from hsanet.inference.runtime import serial_blas as _serial_blas  # noqa: E402
 
 
 def _as_features(X) -> np.ndarray:
