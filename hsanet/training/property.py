@@ -159,16 +159,17 @@ def _stack(parts, all_tasks, splits_of, which: int):
     return np.concatenate(embs), np.concatenate(ys)
 
 
-def fit_domain(model: HSANet, parts, split_seed: int, data_dir=None):
+def fit_domain(model: HSANet, parts, splits_of: dict, data_dir=None):
     """The applicability domain of the kept heads (hsanet/inference/domain.py): per dataset the training
-    part of scaffold split ``split_seed`` and a threshold from its validation part; for the caption, the
-    ChEBI-20 validation molecules against the retrieval pool (when both are there)."""
+    part of the scaffold split the heads were fitted on (``splits_of``) and a threshold from its
+    validation part; for the caption, the ChEBI-20 validation molecules against the retrieval pool
+    (when both are there)."""
     from hsanet.data.chebi import load_chebi
     from hsanet.inference.domain import Domain, threshold
 
     domain = Domain()
     for name, _, ds, _, ok in parts:
-        train_idx, valid_idx, _ = scaffold_split(ds.smiles, seed=split_seed)
+        train_idx, valid_idx, _ = splits_of[name]
         domain.add(name, [ds.smiles[i] for i in train_idx if ok[i]], [ds.smiles[i] for i in valid_idx if ok[i]])
     if model.retrieval is not None and model.config.retrieval_k:
         try:
@@ -213,9 +214,10 @@ def train_property(train: dict, model_over: dict) -> dict:
         print(f"{name}: {len(ds)} molecules embedded")
     all_tasks = list(tasks)
     seeds = list(range(int(train.get("seeds", 3))))
-    runs, kept = [], None               # one run per (split seed, training seed)
+    runs, kept, kept_splits = [], None, None      # one run per (split seed, training seed)
     for split_seed in split_list:
         splits_of = {name: scaffold_split(ds.smiles, seed=split_seed) for name, _, ds, _, _ in parts}
+        kept_splits = kept_splits or splits_of          # the first split seed's: the heads kept
         emb_tr, y_tr = _stack(parts, all_tasks, splits_of, 0)
         emb_va, y_va = _stack(parts, all_tasks, splits_of, 1)
         linear = None
@@ -245,7 +247,7 @@ def train_property(train: dict, model_over: dict) -> dict:
     # attach the heads of the first split seed and first training seed to the model and save it
     model.config.property_tasks = tasks
     model.heads = kept
-    model.domain = fit_domain(model, parts, split_list[0], data_dir)
+    model.domain = fit_domain(model, parts, kept_splits, data_dir)
     split_text = ("scaffold (Hu et al. 2020), seed " + str(split_list[0]) if len(split_list) == 1 else
                   "scaffold (Hu et al. 2020), split seeds " + ", ".join(map(str, split_list))
                   + " (0: the deterministic split; others: random scaffold splits)")
