@@ -152,6 +152,10 @@ def check_values(train: dict) -> None:
 def cmd_train(args) -> int:
     train, model_over = resolve(args)
     check_values(train)
+    if model_over:                      # the model table's values too, before any data is read
+        from hsanet.config import HSANetConfig
+
+        HSANetConfig.from_dict(dict(model_over))
     if train["task"] == "caption":
         from hsanet.training.caption import train_caption
 
