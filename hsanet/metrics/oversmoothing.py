@@ -21,10 +21,11 @@ convention, which Chen et al.'s reference code uses.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
+
+from hsanet.inference.runtime import serial_blas
 
 #: Cosine distances below this are rounding noise and count as exactly 0 in MAD.
 DIST_EPS = 1e-10
@@ -33,9 +34,6 @@ RANK_RTOL = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
-from hsanet.inference.runtime import serial_blas as _serial_blas  # noqa: E402
-
-
 def _as_features(X) -> np.ndarray:
     """``X`` as a 2-D float64 numpy array (torch tensors are detached and moved to the CPU)."""
     if hasattr(X, "detach"):
@@ -95,7 +93,7 @@ def _default_mask(n: int) -> np.ndarray:
     return 1.0 - np.eye(n)
 
 
-@_serial_blas
+@serial_blas
 def mad(X, mask=None) -> float:
     """Mean Average Distance (Chen et al., AAAI 2020).
 
@@ -153,7 +151,7 @@ def _mad_gap_from(D: np.ndarray, hops: np.ndarray, near: int, remote: int) -> fl
     )
 
 
-@_serial_blas
+@serial_blas
 def mad_gap(X, edge_index, near: int = 2, remote: int = 4) -> float:
     """MADGap = MAD(remote pairs) - MAD(near pairs) (Chen et al., AAAI 2020).
 
@@ -181,7 +179,7 @@ def _dirichlet(X: np.ndarray, ei: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", diff, diff) / len(X))
 
 
-@_serial_blas
+@serial_blas
 def dirichlet_energy(X, edge_index) -> float:
     """Unnormalized Dirichlet energy (Rusch et al. 2023).
 
@@ -211,7 +209,7 @@ def _normalized_dirichlet(X: np.ndarray, ei: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", diff, diff))
 
 
-@_serial_blas
+@serial_blas
 def dirichlet_energy_normalized(X, edge_index) -> float:
     """Normalized Dirichlet energy tr(X^T Lap~ X) (Cai & Wang 2020).
 
@@ -231,7 +229,7 @@ def _mean_cosine(S: np.ndarray) -> float:
     return float((S.sum() - np.trace(S)) / (n * (n - 1)))
 
 
-@_serial_blas
+@serial_blas
 def mean_cosine(X) -> float:
     """Mean cosine similarity over the n(n-1)/2 distinct node pairs.
 
@@ -270,7 +268,7 @@ def _numerical_rank(X: np.ndarray, s: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", X, X) / s[0] ** 2)
 
 
-@_serial_blas
+@serial_blas
 def effective_rank(X) -> float:
     """Effective rank exp(-sum_k p_k log p_k), p_k = sigma_k / sum(sigma) (Roy & Vetterli 2007).
 
@@ -280,7 +278,7 @@ def effective_rank(X) -> float:
     return _effective_rank(_singular_values(_as_features(X)))
 
 
-@_serial_blas
+@serial_blas
 def numerical_rank(X) -> float:
     """Numerical (stable) rank ||X||_F^2 / ||X||_2^2; 0 for an all-zero X."""
     X = _as_features(X)
@@ -288,7 +286,7 @@ def numerical_rank(X) -> float:
 
 
 # --------------------------------------------------------------------------- all at once
-@_serial_blas
+@serial_blas
 def all_metrics(X, edge_index, near: int = 2, remote: int = 4) -> dict[str, float]:
     """Every over-smoothing metric of one graph's node features, sharing the work.
 
