@@ -65,6 +65,11 @@ class HSANetConfig:
     no_repeat_ngram_size: int = 0       # decoding default: block repeated n-grams (0 = off), chosen on held-out data
     rerank: bool = False                # decoding default: pick the likeliest of {generated, neighbours' captions}
     rerank_neighbours: int = 0          # neighbours whose captions are rerank candidates (0: the retrieval_k in the prompt)
+    # the rerank score: weights of the model's mean token log-likelihood, the candidate's consensus with the
+    # neighbours' captions and its own Tanimoto similarity (hsanet/lm/consensus.py; chosen on validation)
+    rerank_likelihood: float = 1.0
+    rerank_consensus: float = 0.0
+    rerank_similarity: float = 0.0
     copy_mechanism: bool = False        # pointer-generator over the prompt's text tokens (see lm/decoder.py)
     instruction: str = "Describe this molecule."
     # property heads: task name -> "classification" | "regression"
@@ -125,6 +130,9 @@ class HSANetConfig:
              f"property_readout must be 'embedding' or 'levels', got {self.property_readout!r}")
         need(self.property_hidden >= 0, "property_hidden must be >= 0")
         need(self.rerank_neighbours >= 0, "rerank_neighbours must be >= 0")
+        weights = (self.rerank_likelihood, self.rerank_consensus, self.rerank_similarity)
+        need(all(w >= 0 for w in weights) and any(w > 0 for w in weights),
+             "rerank_likelihood, rerank_consensus and rerank_similarity must be >= 0, not all 0")
         for task, kind in self.property_tasks.items():
             need(kind in ("classification", "regression"), f"property task {task!r}: kind must be classification or regression")
 

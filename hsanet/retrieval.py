@@ -270,13 +270,17 @@ class FingerprintIndex:
 
 
 def retrieval_baseline(train_smiles: Sequence[str], train_captions: Sequence[str],
-                       test_smiles: Sequence[str], with_similarity: bool = False):
-    """Caption each test molecule with the caption of its most similar training molecule.
+                       test_smiles: Sequence[str], with_similarity: bool = False, consensus: int = 0,
+                       own_similarity: float = 8.0):
+    """Caption each test molecule with the caption of its most similar training molecule, or with
+    ``consensus`` = K, the caption among its K nearest training molecules' that agrees best with the
+    others (:mod:`hsanet.lm.consensus`: similarity-weighted sentence BLEU, plus ``own_similarity`` x its
+    own similarity; Devlin et al. 2015's consensus re-ranking, no neural model).
 
     Parameters
     ----------
     train_smiles, train_captions : sequence of str
-        The reference pairs (for ChEBI-20 here: the validation split).
+        The reference pairs (for ChEBI-20: the train split).
     test_smiles : sequence of str
         The molecules to caption. An unparseable one gets ``""``.
 
@@ -287,8 +291,20 @@ def retrieval_baseline(train_smiles: Sequence[str], train_captions: Sequence[str
         neighbour's Tanimoto similarity (NaN where the molecule did not parse).
     """
     index = FingerprintIndex.build(train_smiles, train_captions)
-    hits = index.query_many(test_smiles, k=1)
-    captions = [index.captions[h[0][0]] if h else "" for h in hits]
+    hits = index.query_many(test_smiles, k=max(1, consensus))
+    if consensus > 1:
+        from hsanet.lm.consensus import consensus as agree
+
+        captions = []
+        for h in hits:
+            if not h:
+                captions.append("")
+                continue
+            texts = [index.captions[i] for i, _ in h]
+            sims = np.array([s for _, s in h])
+            captions.append(texts[int(np.argmax(agree(texts, texts, sims) + own_similarity * sims))])
+    else:
+        captions = [index.captions[h[0][0]] if h else "" for h in hits]
     if with_similarity:
         return captions, [h[0][1] if h else float("nan") for h in hits]
     return captions

@@ -10,10 +10,12 @@
 #   pool      (a killed sitting only) the training split attached as the retrieval pool
 #   select    decoding chosen on the first 500 validation molecules: greedy / 3 beams, reranking on / off,
 #             reranking over the captions of the 3 or 5 nearest training molecules; and the copy head or
-#             retrieval switched off at inference (ablations of the trained model)
+#             retrieval switched off at inference (ablations of the trained model); then the reranking
+#             weights (log-likelihood, consensus, similarity) on the whole validation split, and the
+#             no-model consensus retrieval baseline
+#   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32) with the tuned reranking
+#             weights; RERANK_NEIGHBOURS=N overrides the reranking pool
 #   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
-#   ship      weights into assets/hsanet-default (fp16 storage, loaded as fp32); RERANK_NEIGHBOURS=N
-#             records the reranking pool chosen in select
 #   test      the shipped model on the full ChEBI-20 test split, the retrieval baseline of the same
 #             protocol (train pool), and the head-to-head per molecule
 #   reference the reference set behind the app's map (test split; captions from the test stage)
@@ -64,20 +66,36 @@ EOF
     [ -f "$RUNS/select/retrieval/metrics.json" ] || $HSANET baseline retrieval --split validation --limit 500 \
       --out "$RUNS/select/retrieval" > /dev/null
     echo "retrieval: $(tr -d '\n ' < "$RUNS/select/retrieval/metrics.json")"
+    # the reranking weights (log-likelihood, consensus with the neighbours' captions, own similarity),
+    # chosen on the whole validation split; ship applies the best setting
+    [ -f "$RUNS/select/tune/rerank_grid.json" ] || $HSANET evaluate --checkpoint "$RUNS/default/best" \
+      --split validation --tune-rerank --rerank-neighbours 5 --out "$RUNS/select/tune" > /dev/null
+    $PY -c 'import json,sys; r=json.load(open(sys.argv[1])); print("tuned:", json.dumps(r["best"]))' \
+      "$RUNS/select/tune/rerank_grid.json"
+    [ -f "$RUNS/select/consensus/metrics.json" ] || $HSANET baseline retrieval --split validation --consensus 5 \
+      --out "$RUNS/select/consensus" > /dev/null
+    echo "consensus retrieval: $(tr -d '\n ' < "$RUNS/select/consensus/metrics.json")"
     ;;
   props)
     $HSANET train --task property --init "$RUNS/default/best" --seeds 1 --split-seeds 0,1,2 --out "$RUNS/props"
     ;;
   ship)
-    $PY - "$RUNS/props" assets/hsanet-default "${RERANK_NEIGHBOURS:-}" <<'EOF'
-import shutil, sys
+    $PY - "$RUNS/props" assets/hsanet-default "$RUNS/select/tune/rerank_grid.json" "${RERANK_NEIGHBOURS:-}" <<'EOF'
+import json, shutil, sys
 from pathlib import Path
 from hsanet.models.hsanet import HSANet
 
-src, dst = sys.argv[1], Path(sys.argv[2])
+src, dst, tuned = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 model = HSANet.from_pretrained(src, device="cpu")
-if len(sys.argv) > 3 and sys.argv[3]:
-    model.config.rerank_neighbours = int(sys.argv[3])
+if tuned.is_file():             # the reranking weights chosen on validation (select)
+    best = json.loads(tuned.read_text())["best"]
+    model.config.rerank_neighbours = int(best["neighbours"])
+    model.config.rerank_likelihood = float(best["likelihood"])
+    model.config.rerank_consensus = float(best["consensus"])
+    model.config.rerank_similarity = float(best["similarity"])
+    print(f"reranking from {tuned}: {best}")
+if len(sys.argv) > 4 and sys.argv[4]:
+    model.config.rerank_neighbours = int(sys.argv[4])
 card = dst / "README.md"
 keep = card.read_text() if card.exists() else None
 shutil.rmtree(dst, ignore_errors=True)

@@ -89,7 +89,9 @@ def decoding_note(model) -> str:
     cfg = model.config
     parts = [f"no_repeat_ngram {getattr(cfg, 'no_repeat_ngram_size', 0) or 'off'}"]
     if getattr(cfg, "rerank", False) and cfg.retrieval_k:
-        parts.append("+ rerank of the neighbours' captions")
+        n = getattr(cfg, "rerank_neighbours", 0) or cfg.retrieval_k
+        parts.append(f"+ rerank over {n} neighbours' captions"
+                     + (" with consensus" if getattr(cfg, "rerank_consensus", 0) else ""))
     return "as analyze: " + ", ".join(parts)
 
 
@@ -101,7 +103,11 @@ def caption_call(model, mol, fused, ctx, use_cache: bool, plain: bool = False):
 
     def go():
         with ctx():
-            refs = model.references([mol.smiles])
+            cfg = model.config
+            rerank = not plain and getattr(cfg, "rerank", False) and hasattr(model, "rerank")
+            k = cfg.retrieval_k
+            hits = model.references([mol.smiles], k=max(k, getattr(cfg, "rerank_neighbours", 0)) if rerank else k)
+            refs = [hits[0][:k]]
             prompts = [dec.prompt_ids(mol.smiles, [n.caption for n in refs[0]])]
             saved = getattr(dec, "copy", None)
             if plain and saved is not None:
@@ -112,8 +118,9 @@ def caption_call(model, mol, fused, ctx, use_cache: bool, plain: bool = False):
             finally:
                 if plain and saved is not None:
                     dec.copy = saved
-            if not plain and getattr(model.config, "rerank", False) and refs[0] and hasattr(model, "rerank"):
-                model.rerank(fused, prompts, [[caps[0]] + [n.caption for n in refs[0]]])
+            if rerank and hits[0]:          # as decode: the reranking pool, with the consensus terms
+                model.rerank(fused, prompts, [[caps[0]] + [n.caption for n in hits[0]]],
+                             [[None] + [n.similarity for n in hits[0]]])
     return go
 
 

@@ -3,7 +3,9 @@
 
     hsanet evaluate --checkpoint DIR --split test --out OUTDIR   -> OUTDIR/predictions.tsv, metrics.json
     hsanet evaluate --predictions FILE                           -> one JSON object on stdout
+    hsanet evaluate --split validation --tune-rerank --out OUTDIR -> OUTDIR/rerank_grid.json (reranking weights)
     hsanet baseline retrieval --split test --out OUTDIR          -> nearest-neighbour captions, scored
+    hsanet baseline retrieval --consensus 5 ...                  -> the neighbours' consensus caption instead
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ def cmd_evaluate(args) -> int:
                    ("--devices", args.devices, 0), ("--num-nodes", args.num_nodes, 1),
                    ("--rerank-neighbours", args.rerank_neighbours, 1))
     check_strategy(args.strategy)
+    if args.tune_rerank:
+        return _tune_rerank(args)
 
     if args.predictions:
         try:
@@ -43,8 +47,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _tune_rerank(args) -> int:
+    """--tune-rerank: the reranking weights chosen on a split's candidates (hsanet.evaluation.rerank)."""
+    if args.predictions:
+        raise UsageError("--tune-rerank captions molecules with a model: give --checkpoint, not --predictions")
+    from hsanet.data.chebi import load_chebi
+    from hsanet.evaluation import rerank
+    from hsanet.evaluation.evaluate import EVAL_MAX_ATOMS
+    from hsanet.models.hsanet import HSANet
+    from hsanet.paths import DEFAULT_CHECKPOINT
+
+    model = HSANet.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
+    if not model.config.retrieval_k or model.retrieval is None:
+        raise UsageError("--tune-rerank needs a retrieval-augmented model (retrieval_k > 0 with its pool)")
+    data = load_chebi(args.split, args.data_dir)
+    if args.limit:
+        data = data.head(args.limit)
+    rows = rerank.collect(model, data.smiles, data.descriptions, neighbours=args.rerank_neighbours or max(rerank.NEIGHBOURS),
+                          batch_size=args.batch_size, max_atoms=EVAL_MAX_ATOMS)
+    result = rerank.grid(rows, args.data_dir)
+    result.update({"split": args.split, "checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT)})
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rerank_grid.json").write_text(json.dumps(result, indent=1) + "\n")
+        with open(out / "candidates.jsonl", "w", encoding="utf-8") as f:     # to re-grid without the model
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print(json.dumps({k: result[k] for k in ("n", "best", "scores")}, indent=2))
+    return 0
+
+
 def cmd_baseline(args) -> int:
-    check_at_least(("--limit", args.limit, 0))
+    check_at_least(("--limit", args.limit, 0), ("--consensus", args.consensus, 0),
+                   ("--own-similarity", args.own_similarity, 0))
     from hsanet.data.chebi import load_chebi
     from hsanet.metrics.captions import caption_metrics
     from hsanet.retrieval import retrieval_baseline
@@ -53,9 +88,12 @@ def cmd_baseline(args) -> int:
     target = load_chebi(args.split, args.data_dir)
     if args.limit:
         target = target.head(args.limit)
-    preds, sims = retrieval_baseline(pool.smiles, pool.descriptions, target.smiles, with_similarity=True)
+    preds, sims = retrieval_baseline(pool.smiles, pool.descriptions, target.smiles, with_similarity=True,
+                                     consensus=args.consensus, own_similarity=args.own_similarity)
     metrics = caption_metrics(target.descriptions, preds, args.data_dir)
-    metrics.update({"baseline": "retrieval (Morgan r=2, 2048 bits, Tanimoto, top-1)", "pool": args.pool,
+    how = ("top-1" if args.consensus <= 1 else
+           f"consensus of the top {args.consensus}, own-similarity weight {args.own_similarity:g}")
+    metrics.update({"baseline": f"retrieval (Morgan r=2, 2048 bits, Tanimoto, {how})", "pool": args.pool,
                     "split": args.split, "limit": args.limit})
     if args.versus:
         metrics["versus"] = _versus(args.versus, target, preds, sims, args.data_dir)
@@ -111,6 +149,9 @@ def register(sub) -> None:
                         "(default: the checkpoint's, else the neighbours in the prompt)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=None,
                    help="--no-copy switches the copy head off at inference (default: as trained)")
+    p.add_argument("--tune-rerank", dest="tune_rerank", action="store_true",
+                   help="choose the reranking weights (log-likelihood, consensus, similarity) on this split: "
+                        "candidates from --rerank-neighbours (default 5) neighbours, OUT/rerank_grid.json")
     _device_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -124,5 +165,10 @@ def register(sub) -> None:
     b.add_argument("--versus", metavar="PREDICTIONS_TSV",
                    help="also compare a model's predictions (hsanet evaluate --out) with the baseline molecule by "
                         "molecule: win/tie/loss on sentence BLEU-4, by the top neighbour's similarity")
+    b.add_argument("--consensus", type=int, default=0, metavar="K",
+                   help="pick among the K nearest training molecules' captions the one that agrees best with the "
+                        "others (similarity-weighted sentence BLEU; Devlin et al. 2015); 0 or 1 = top-1")
+    b.add_argument("--own-similarity", dest="own_similarity", type=float, default=8.0,
+                   help="with --consensus: weight of a caption's own Tanimoto similarity in its score")
     b.add_argument("--data-dir", dest="data_dir")
     b.set_defaults(func=cmd_baseline)

@@ -270,23 +270,57 @@ class HSANet(nn.Module):
         return out["lm_loss"], out["balance_loss"]
 
     @torch.no_grad()
-    def rerank(self, fused: torch.Tensor, prompts: list[list[int]], candidates: list[list[str]]) -> list[tuple[int, list[float]]]:
-        """Score candidate captions per molecule by the model's mean token log-likelihood.
+    def rerank(self, fused: torch.Tensor, prompts: list[list[int]], candidates: list[list[str]],
+               similarities: list[list[float | None]] | None = None) -> list[tuple[int, list[float]]]:
+        """Score candidate captions per molecule and pick the best.
 
-        Returns, per molecule, the index of the best candidate and all candidates' scores.
+        The score is ``rerank_likelihood`` x the model's mean token log-likelihood of the candidate
+        + ``rerank_consensus`` x its agreement with the retrieved neighbours' captions + ``rerank_similarity``
+        x its own Tanimoto similarity (:mod:`hsanet.lm.consensus`; weights from the config).
+        ``similarities[i][j]`` is candidate ``j``'s similarity to molecule ``i`` when it is a retrieved
+        neighbour's caption, ``None`` when it is not (the generated caption): such a candidate does not
+        vote, and takes the most similar neighbour's similarity. Without ``similarities`` only the
+        log-likelihood counts.
+
+        Returns, per molecule, the index of the best candidate (ties: the first) and all candidates' scores.
         """
-        self.load_decoder()
-        flat_g, flat_p, flat_t = [], [], []
+        cfg = self.config
+        use_ll = cfg.rerank_likelihood > 0 or similarities is None
+        loglik = [[0.0] * len(c) for c in candidates]
+        if use_ll:
+            self.load_decoder()
+            flat_g, flat_p, flat_t = [], [], []
+            for i, cands in enumerate(candidates):
+                for c in cands:
+                    flat_g.append(i)
+                    flat_p.append(prompts[i])
+                    flat_t.append(self.decoder.target_ids(c))
+            nll = self.decoder.loss(fused[torch.tensor(flat_g, device=fused.device)], flat_p, flat_t, per_sample=True)
+            pos = 0
+            for i, cands in enumerate(candidates):
+                loglik[i] = [-float(v) for v in nll[pos:pos + len(cands)]]
+                pos += len(cands)
+        out = []
         for i, cands in enumerate(candidates):
-            for c in cands:
-                flat_g.append(i)
-                flat_p.append(prompts[i])
-                flat_t.append(self.decoder.target_ids(c))
-        nll = self.decoder.loss(fused[torch.tensor(flat_g, device=fused.device)], flat_p, flat_t, per_sample=True)
-        out, pos = [], 0
-        for cands in candidates:
-            scores = [-float(v) for v in nll[pos:pos + len(cands)]]
-            pos += len(cands)
+            if similarities is None:
+                scores = loglik[i]
+            else:
+                from hsanet.lm.consensus import combined_scores, consensus, own_voters
+
+                sims = similarities[i]
+                voters = [c for c, s in zip(cands, sims) if s is not None]
+                weights = [s for s in sims if s is not None]
+                top = max(weights, default=0.0)
+                # a neighbour's caption is that voter; another candidate is the voter it copies, if any
+                own, n = [], 0
+                for c, s in zip(cands, sims):
+                    own.append(n if s is not None else own_voters([c], voters)[0])
+                    n += s is not None
+                agree = (consensus(cands, voters, weights, own) if cfg.rerank_consensus > 0
+                         else [0.0] * len(cands))
+                own = [top if s is None else s for s in sims]
+                scores = [float(v) for v in combined_scores(loglik[i], agree, own, cfg.rerank_likelihood if use_ll else 0.0,
+                                                            cfg.rerank_consensus, cfg.rerank_similarity)]
             out.append((max(range(len(cands)), key=lambda j: scores[j]), scores))
         return out
 
@@ -300,9 +334,10 @@ class HSANet(nn.Module):
         The prompt holds the ``retrieval_k`` nearest training captions; the decoder writes a caption
         (transformers' ``generate``: greedy or beams, with the copy head's mixture). With ``rerank``
         (default: the config's) the generated caption and the captions of the ``rerank_neighbours``
-        nearest training molecules (default: those in the prompt) are scored by the model's mean token
-        log-likelihood and the likeliest is returned (retrieval-augmented reranking, chosen on
-        validation data, see the model card); a tie goes to the generated caption.
+        nearest training molecules (default: those in the prompt) are scored (:meth:`rerank`: the model's
+        mean token log-likelihood, with the config's weights also their consensus with the neighbours'
+        captions and their similarity; chosen on validation data, see the model card) and the best is
+        returned; a tie goes to the generated caption.
         """
         self.load_decoder()
         if self.decoder is None:
@@ -318,7 +353,8 @@ class HSANet(nn.Module):
         sources = ["generated"] * len(molecules)
         if rerank and any(hits):
             cands = [[c] + [n.caption for n in h] for c, h in zip(captions, hits)]
-            picks = self.rerank(fused, prompts, cands)
+            sims = [[None] + [n.similarity for n in h] for h in hits]
+            picks = self.rerank(fused, prompts, cands, sims)
             captions = [c[j] for c, (j, _) in zip(cands, picks)]
             sources = ["generated" if j == 0 else f"neighbour {j} (reranked)" for j, _ in picks]
         return captions, sources, refs
