@@ -91,3 +91,15 @@ def svg(smiles: str, atom_colours: Mapping[int, Colour] | None = None,
                                        highlightBonds=bonds, highlightBondColors=bond_colours)
     drawer.FinishDrawing()
     return drawer.GetDrawingText()
+
+
+def png(smiles: str, width: int = 200, height: int = 150) -> bytes | None:
+    """A small PNG drawing of ``smiles`` (the map's hover pictures), or None when it does not parse."""
+    mol = molecule(smiles)
+    if mol is None:
+        return None
+    drawer = rdMolDraw2D.MolDraw2DCairo(width, height)
+    drawer.drawOptions().padding = 0.06
+    rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
+    drawer.FinishDrawing()
+    return drawer.GetDrawingText()

@@ -77,6 +77,7 @@ class ModelInfo:
     max_caption_tokens: int = 128
     has_decoder: bool = False
     property_tasks: dict = field(default_factory=dict)
+    rerank_consensus: float = 0.0    # weight of the neighbours' consensus in the caption reranking
 
 
 def _stamp(folder: str | Path) -> int:
@@ -143,7 +144,8 @@ def model_info(key: ModelKey, notice: str | None = None):
                      variant=cfg.variant, device=device, num_levels=cfg.num_levels,
                      num_experts=cfg.num_experts if cfg.variant != "nosaf" else 0, max_atoms=cfg.max_atoms,
                      max_caption_tokens=cfg.max_caption_tokens, has_decoder=model.has_decoder,
-                     property_tasks=dict(cfg.property_tasks))
+                     property_tasks=dict(cfg.property_tasks),
+                     rerank_consensus=float(cfg.rerank_consensus) if cfg.rerank else 0.0)
     if notice is None and error is None and not trained:
         info.notice = (f"The checkpoint `{label}` is marked **untrained** (metadata.json has no "
                        "`\"trained\": true`): its routing, tokens and captions are not meaningful.")
@@ -305,6 +307,50 @@ def reference_set():
         return None, ("`assets/reference` is missing (build it with "
                       "`./run hsanet reference build`)")
     return _reference(str(folder), _dir_stamp(folder))
+
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"     # served at app/static/ (enableStaticServing)
+STRUCTURES = "structures"
+
+
+@st.cache_resource(max_entries=2)
+def structure_images(folder: str, stamp: int) -> str:
+    """URL folder of the reference molecules' pictures (``<row>.png``), drawn by RDKit once per
+    reference set into app/static/ (a cache, not in git) by a background thread: the map's hover
+    shows them as they appear (a few seconds for a few thousand molecules)."""
+    import threading
+
+    from app import draw
+
+    ref, _ = _reference(folder, stamp)
+    name = f"{STRUCTURES}/{stamp}"
+    out = STATIC_DIR / name
+    if ref is None or "smiles" not in ref.table.columns:
+        return name
+    smiles = [str(s) for s in ref.table["smiles"]]
+
+    def work():
+        out.mkdir(parents=True, exist_ok=True)
+        for i, smi in enumerate(smiles):
+            target = out / f"{i}.png"
+            if target.exists():
+                continue
+            data = draw.png(smi)
+            if data:
+                tmp = target.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)           # a half-written picture is never served
+
+    threading.Thread(target=work, name="hsanet-structures", daemon=True).start()
+    return name
+
+
+def reference_structures() -> str | None:
+    """:func:`structure_images` of the current reference set (None without one)."""
+    folder = paths.REFERENCE_DIR
+    if not folder.is_dir():
+        return None
+    return structure_images(str(folder), _dir_stamp(folder))
 
 
 # --------------------------------------------------------------------------------------- ChEBI-20

@@ -41,8 +41,12 @@ def body(page: Page) -> None:
             st.markdown(f"> {tr.caption}", unsafe_allow_html=False)
             source = getattr(tr, "caption_source", None)
             if source and source != "generated":
-                st.caption(f"Source: {source} — the reranker preferred a retrieved neighbour's caption to the "
-                           "generated one (see the retrieved captions below).")
+                st.caption(f"Source: {source} — the reranker preferred the caption of a retrieved training "
+                           "molecule to the generated one" + (
+                               " (score: the model's likelihood, the caption's agreement with the other "
+                               "neighbours' captions and its molecule's similarity)"
+                               if page.info.rerank_consensus else " (by the model's likelihood)")
+                           + ".")
         if tr.neighbours and tr.caption:
             top = tr.neighbours[0].similarity
             if tr.outside_domain().get("caption"):

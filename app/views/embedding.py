@@ -1,12 +1,13 @@
 """7. Embedding map: the reference set's precomputed UMAP map at a chosen stage, the current molecule
-placed on it, colour by a chosen field, hover captions, selection showing the structure; the nearest
-reference molecules with their captions.
+placed on it, colour by a chosen field, hover captions and structure pictures, selection showing the
+structure; the nearest reference molecules with their captions.
 
 ReferenceSet API (hsanet.reference.store): ``stages``, ``table``, ``coords(stage)``, ``place(trace, stage)``,
 ``nearest(trace, stage, k)``.
 """
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -23,6 +24,49 @@ MAX_CATEGORIES = 24
 TEXT_COLUMNS = ("smiles", "caption", "description", "cid")
 PROJECTIONS = {"UMAP": "umap", "PCA": "pca"}
 CLUSTER, HAP, ATOMS = "cluster (k-means at this stage)", "HAP pattern", "heavy atoms"
+MAP_KEY = "map_chart"
+# Hovering a reference point shows its structure picture (as molplotly does) next to the hover label:
+# a page script listens to the chart's plotly_hover events and shows app/static/<folder>/<row>.png.
+_HOVER_JS = """<script>
+(() => {
+  window.__hsanetPictures = new URL(%s + '/', document.baseURI).href;
+  if (window.__hsanetHover) return;
+  window.__hsanetHover = true;
+  const tip = document.createElement('div');
+  tip.dataset.testid = 'hsanet-structure-tip';
+  tip.style.cssText = 'position:fixed;z-index:100000;pointer-events:none;display:none;background:#fff;' +
+    'border:1px solid #bbb;border-radius:6px;box-shadow:0 2px 8px rgba(0,0,0,.25);padding:2px';
+  const img = document.createElement('img');
+  img.width = 200; img.height = 150; img.alt = 'structure of the hovered molecule';
+  img.onerror = () => { tip.style.display = 'none'; };
+  tip.appendChild(img);
+  document.body.appendChild(tip);
+  const attach = () => {
+    for (const gd of document.querySelectorAll('.st-key-%s .js-plotly-plot')) {
+      if (gd.__hsanetHover || !gd.on) continue;
+      gd.__hsanetHover = true;
+      gd.on('plotly_hover', (ev) => {
+        const p = ev.points && ev.points[0];
+        const row = p ? p.customdata : undefined;
+        if (row === undefined || row === null || Array.isArray(row)) { tip.style.display = 'none'; return; }
+        img.src = window.__hsanetPictures + row + '.png';
+        const e = ev.event || {clientX: 0, clientY: 0};
+        tip.style.left = (e.clientX > 260 ? e.clientX - 224 : e.clientX + 24) + 'px';
+        tip.style.top = Math.max(4, e.clientY - 160) + 'px';
+        tip.style.display = 'block';
+      });
+      gd.on('plotly_unhover', () => { tip.style.display = 'none'; });
+    }
+  };
+  attach();
+  setInterval(attach, 500);
+})();
+</script>"""
+
+
+def hover_script(pictures: str) -> str:
+    """The page script that shows a hovered point's picture from ``app/static/<pictures>/``."""
+    return _HOVER_JS % (json.dumps("app/static/" + pictures), MAP_KEY)
 
 
 def stage_label(stage) -> str:
@@ -170,7 +214,10 @@ def render(page: Page, tr: Trace) -> None:
     fig = figure(table, ref.projected(stage, proj), column, here, stage, label=choice, projection=projection,
                  neighbours=[int(i) for i in near.index] if near is not None else [], found=found,
                  found_label=f"found: {query[:30]}", axis_note=note)
-    event = show_figure(page, "embedding-map", fig, key="map_chart", on_select="rerun", selection_mode="points")
+    event = show_figure(page, "embedding-map", fig, key=MAP_KEY, on_select="rerun", selection_mode="points")
+    pictures = state.reference_structures()
+    if pictures:
+        st.html(hover_script(pictures), unsafe_allow_javascript=True)
     picked = _selected_rows(event)
     left, right = st.columns(2, gap="large")
     with left:

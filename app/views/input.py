@@ -1,7 +1,7 @@
 """1. Input: the Ketcher editor, a SMILES box, example molecules and batch mode (CSV upload)."""
 from __future__ import annotations
 
-import zlib
+import json
 
 import pandas as pd
 import streamlit as st
@@ -53,26 +53,78 @@ def canvas_molecule(text: str, rejected_drawing: str | None) -> str:
     return ""
 
 
-def _ketcher_value(current: str) -> str | None:
-    """The editor, showing the current molecule; returns a drawing once the user presses Apply.
+KETCHER_KEY = "ketcher"
+KETCHER_FRAME = 'iframe[title="streamlit_ketcher.streamlit_ketcher"]'
+# Puts a molecule on the mounted editor, once per molecule, with Ketcher's own API (setMolecule): the
+# canvas changes in place instead of being re-mounted. streamlit-ketcher keeps its Ketcher instance in
+# React state (it sets no window.ketcher), so the script finds it among the hooks of the component's
+# same-origin frame and keeps it there as window.__hsanetKetcher.
+_CANVAS_JS = """<script>
+(() => {
+  const want = %s, draw = %s, stop = Date.now() + 180000;
+  const find = (w) => {
+    if (w.__hsanetKetcher) return w.__hsanetKetcher;
+    const root = w.document && w.document.getElementById('root');
+    if (!root) return null;
+    const key = Object.keys(root).find(k => k.startsWith('__reactContainer'));
+    const legacy = root._reactRootContainer;
+    const stack = [key ? root[key] : legacy && (legacy._internalRoot || legacy).current];
+    for (let n = 0; stack.length && n < 50000; n++) {
+      const f = stack.pop();
+      if (!f) continue;
+      for (let h = f.memoizedState, m = 0; h && typeof h === 'object' && m < 64; h = h.next, m++) {
+        const v = h.memoizedState;
+        if (v && typeof v.setMolecule === 'function' && typeof v.getSmiles === 'function') {
+          w.__hsanetKetcher = v;
+          return v;
+        }
+      }
+      if (f.sibling) stack.push(f.sibling);
+      if (f.child) stack.push(f.child);
+    }
+    return null;
+  };
+  const tick = () => {
+    const f = document.querySelector('%s');
+    const w = f && f.contentWindow;
+    const k = w && find(w);
+    if (!k) { if (Date.now() < stop) setTimeout(tick, 150); return; }
+    if (w.__hsanetCanvas === want) return;
+    w.__hsanetCanvas = want;
+    if (draw) k.setMolecule(want);
+  };
+  tick();
+})();
+</script>"""
 
-    streamlit-ketcher 0.0.1 reads its ``molecule`` argument only when it mounts, so the editor is
-    keyed by the current molecule (a new molecule remounts it). Its public ``st_ketcher`` returns
-    the argument itself until Apply is pressed; the component is called with ``default=None`` so that
-    "nothing applied yet" is told apart from a drawing."""
-    key = f"ketcher-{zlib.crc32(current.encode())}"
+
+def _canvas_script(molecule: str, draw: bool) -> str:
+    """The page script that shows ``molecule`` on the editor (``draw=False``: the canvas already
+    shows it, as after Apply, and the user's layout is kept)."""
+    quoted = json.dumps(molecule).replace("</", "<\\/")
+    return _CANVAS_JS % (quoted, "true" if draw else "false", KETCHER_FRAME)
+
+
+def _ketcher_value(current: str) -> str | None:
+    """The editor, showing the current molecule; returns a drawing when the user has newly pressed Apply.
+
+    streamlit-ketcher 0.0.1 reads its ``molecule`` argument only when it mounts, so the editor keeps
+    one key (it is never re-mounted: no blank canvas, no reload of its bundle) and each new molecule
+    is put on it by a small page script through Ketcher's API (``_CANVAS_JS``). The component keeps returning the
+    last applied drawing; only a new one counts."""
     try:
         from streamlit_ketcher import _render_component
-    except ImportError:   # another streamlit-ketcher version: fall back to the public function
-        try:
-            from streamlit_ketcher import st_ketcher
-        except ImportError:
-            st.caption("The Ketcher editor (streamlit-ketcher) is not installed; type a SMILES instead.")
-            return None
-        value = st_ketcher(current, height=KETCHER_HEIGHT, key=key)
-        return None if value == current else value
-    return _render_component(molecule=current, height=KETCHER_HEIGHT, molecule_format="SMILES", key=key,
-                             default=None)
+    except ImportError:
+        st.caption("The Ketcher editor (streamlit-ketcher) is not installed; type a SMILES instead.")
+        return None
+    value = _render_component(molecule=current, height=KETCHER_HEIGHT, molecule_format="SMILES", key=KETCHER_KEY,
+                              default=None)
+    st.html(_canvas_script(current, draw=current != st.session_state.get("_ketcher_drawn")),
+            unsafe_allow_javascript=True)
+    if value is None or value == st.session_state.get("_ketcher_seen"):
+        return None
+    st.session_state["_ketcher_seen"] = value
+    return value
 
 
 def _ketcher(current: str) -> None:
@@ -83,12 +135,12 @@ def _ketcher(current: str) -> None:
         return
     canonical = _canonical(drawn)
     if canonical is None:                       # let the SMILES box show RDKit's complaint
-        if drawn != st.session_state.get("_ketcher_bad"):
-            st.session_state["_ketcher_bad"] = drawn
-            st.session_state[INPUT_KEY] = drawn
+        st.session_state["_ketcher_bad"] = drawn
+        st.session_state["_ketcher_drawn"] = drawn
+        st.session_state[INPUT_KEY] = drawn
     elif canonical != current:
+        st.session_state["_ketcher_drawn"] = canonical      # on the canvas already, as drawn
         st.session_state[INPUT_KEY] = canonical
-        st.rerun()      # re-key the editor so that it shows the molecule now analysed
 
 
 def render(page: Page, model):

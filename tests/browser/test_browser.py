@@ -13,6 +13,7 @@ Never run ``playwright install`` (it downloads browsers): the system Chromium is
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,6 +177,92 @@ def test_smiles_caption_and_plots(page, tmp_path):
             " return f && f.contentDocument && f.contentDocument.querySelector('button[title^=\"Benzene\"]'); }",
             timeout=SLOW)
         _tall_screenshot(page, out, height=1900)
+
+
+CANVAS_SMILES_JS = (f"async () => {{ const f = document.querySelector('{KETCHER}');"
+                    " const k = f && f.contentWindow && f.contentWindow.__hsanetKetcher;"
+                    " return k ? await k.getSmiles() : null; }")
+
+
+def _canvas_shows(pg, smiles: str | None) -> None:
+    """Wait until the editor's canvas holds ``smiles`` (canonical; None: an empty canvas)."""
+    from hsanet.featurizers import MoleculeError, parse
+
+    deadline = time.time() + 60
+    while True:
+        got = pg.evaluate(CANVAS_SMILES_JS)
+        try:
+            shown = parse(got).smiles if got else None
+        except MoleculeError:
+            shown = got
+        if shown == smiles:
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"the canvas shows {got!r}, not {smiles!r}")
+        pg.wait_for_timeout(200)
+
+
+def test_canvas_follows_the_input_without_remounting(page):
+    """The editor shows the molecule being analysed (a pasted SMILES, an example, nothing after a
+    bad input) and is never re-mounted: the same frame window keeps its state throughout."""
+    from app.views.input import EXAMPLES
+    from hsanet.featurizers import parse
+
+    _wait_idle(page)
+    page.evaluate(f"() => {{ document.querySelector('{KETCHER}').contentWindow.__mark = 'kept'; }}")
+    box = _smiles_box(page)
+    box.fill("CCN(CC)CC")
+    box.press("Enter")
+    _canvas_shows(page, "CCN(CC)CC")
+    name, smiles, size = EXAMPLES[3]
+    page.get_by_role("button", name=f"{name} ({size})").click()
+    _canvas_shows(page, parse(smiles).smiles)
+    box.fill("C1CC")                          # an unclosed ring: not a molecule
+    box.press("Enter")
+    page.get_by_text("Not a molecule HSA-Net can analyze").first.wait_for()
+    _canvas_shows(page, None)
+    assert page.evaluate(f"() => document.querySelector('{KETCHER}').contentWindow.__mark") == "kept"
+    box.fill(ASPIRIN)
+    box.press("Enter")
+    _canvas_shows(page, ASPIRIN)
+    _wait_idle(page)
+
+
+POINT_JS = """() => {
+    const gd = document.querySelector('.st-key-map_chart .js-plotly-plot');
+    if (!gd || !gd._fullLayout || !gd._fullData) return null;
+    const t = gd._fullData.find(d => d.customdata && d.x && d.x.length);
+    if (!t) return null;
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return {x: r.left + xa._offset + xa.l2p(t.x[0]), y: r.top + ya._offset + ya.l2p(t.y[0]), row: t.customdata[0]};
+}"""
+TIP_JS = """() => {
+    const tip = document.querySelector('[data-testid="hsanet-structure-tip"]');
+    const img = tip && tip.querySelector('img');
+    return !!(tip && tip.style.display === 'block' && img.complete && img.naturalWidth > 0) && img.src;
+}"""
+
+
+def test_map_hover_shows_the_structure_picture(page):
+    """Hovering a reference point on the embedding map shows that molecule's structure picture."""
+    from app import state
+
+    if state.paths.REFERENCE_DIR.is_dir() is False:
+        pytest.skip("no reference set (assets/reference), so no map")
+    page.locator(".st-key-map_chart").scroll_into_view_if_needed()
+    page.wait_for_function(POINT_JS, timeout=SLOW)
+    deadline = time.time() + 90                         # the pictures are drawn in the background
+    while True:
+        point = page.evaluate(POINT_JS)
+        page.mouse.move(point["x"] - 30, point["y"] - 30)
+        page.mouse.move(point["x"], point["y"], steps=5)
+        page.wait_for_timeout(400)
+        src = page.evaluate(TIP_JS)
+        if src:
+            break
+        assert time.time() < deadline, "no structure picture appeared on hover"
+    assert re.search(r"/app/static/structures/\d+/\d+\.png$", src), src     # a reference row's picture
+    page.mouse.move(5, 5)
 
 
 def test_export_renders_svg_and_png_offline():

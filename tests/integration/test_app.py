@@ -467,3 +467,18 @@ def test_the_canvas_shows_the_molecule_being_analysed():
     assert canvas_molecule("C1CC", None) == ""                       # a bad typed input: nothing analysed
     assert canvas_molecule("C1CC", "C1CC") == "C1CC"                 # a rejected drawing stays to be fixed
     assert canvas_molecule("", None) == ""
+
+
+def test_canvas_script_quotes_the_molecule_and_keeps_a_drawing():
+    """The page script that puts a molecule on the editor: the SMILES is a JSON string (no way out
+    of the script element), and after Apply the user's drawing is kept (draw = false)."""
+    import json
+    import re
+
+    from app.views.input import _canvas_script
+
+    script = _canvas_script('C</script><b>"x"', draw=True)
+    assert "</script><b>" not in script.split("<script>", 1)[1].rsplit("</script>", 1)[0]
+    quoted = re.search(r"const want = (.*?), draw = (true|false)", script)
+    assert json.loads(quoted.group(1).replace("<\\/", "</")) == 'C</script><b>"x"' and quoted.group(2) == "true"
+    assert "draw = false" in _canvas_script("CCO", draw=False)
