@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hsanet.cli.errors import UsageError, check_at_least, check_strategy
@@ -57,14 +58,20 @@ def _tune_rerank(args) -> int:
     from hsanet.models.hsanet import HSANet
     from hsanet.paths import DEFAULT_CHECKPOINT
 
-    model = HSANet.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
-    if not model.config.retrieval_k or model.retrieval is None:
-        raise UsageError("--tune-rerank needs a retrieval-augmented model (retrieval_k > 0 with its pool)")
-    data = load_chebi(args.split, args.data_dir)
-    if args.limit:
-        data = data.head(args.limit)
-    rows = rerank.collect(model, data.smiles, data.descriptions, neighbours=args.rerank_neighbours or max(rerank.NEIGHBOURS),
-                          batch_size=args.batch_size, max_atoms=EVAL_MAX_ATOMS)
+    saved = Path(args.out) / "candidates.jsonl" if args.out else None
+    if saved is not None and saved.is_file():           # the model's candidates of an earlier run: re-grid only
+        rows = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines() if line.strip()]
+        print(f"reusing the candidates in {saved} (delete it to caption again)", file=sys.stderr)
+    else:
+        model = HSANet.from_pretrained(args.checkpoint or DEFAULT_CHECKPOINT)
+        if not model.config.retrieval_k or model.retrieval is None:
+            raise UsageError("--tune-rerank needs a retrieval-augmented model (retrieval_k > 0 with its pool)")
+        data = load_chebi(args.split, args.data_dir)
+        if args.limit:
+            data = data.head(args.limit)
+        rows = rerank.collect(model, data.smiles, data.descriptions,
+                              neighbours=args.rerank_neighbours or max(rerank.NEIGHBOURS),
+                              batch_size=args.batch_size, max_atoms=EVAL_MAX_ATOMS)
     result = rerank.grid(rows, args.data_dir)
     result.update({"split": args.split, "checkpoint": str(args.checkpoint or DEFAULT_CHECKPOINT)})
     if args.out:

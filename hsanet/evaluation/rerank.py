@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-NEIGHBOURS = (3, 5)
-LIKELIHOOD = (0.0, 1.0)
+NEIGHBOURS = (5,)
+LIKELIHOOD = (0.0, 0.25, 0.5, 1.0)
 CONSENSUS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 SIMILARITY = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -77,7 +77,7 @@ def picks(rows: list[dict], agree: list[np.ndarray], neighbours: int, likelihood
     for r, a in zip(rows, agree):
         n = 1 + min(neighbours, len(r["candidates"]) - 1)
         sims = [s for s in r["similarities"][1:n]]
-        own = [max(sims, default=0.0)] + sims
+        own = [0.0] + sims                              # the generated caption: no molecule behind it
         votes = weighted_votes(a[:n, :n - 1], sims) if consensus > 0 else np.zeros(n)
         scores = combined_scores(r["loglik"][:n] if likelihood > 0 else np.zeros(n), votes, own,
                                  likelihood, consensus, similarity)

@@ -279,8 +279,8 @@ class HSANet(nn.Module):
         x its own Tanimoto similarity (:mod:`hsanet.lm.consensus`; weights from the config).
         ``similarities[i][j]`` is candidate ``j``'s similarity to molecule ``i`` when it is a retrieved
         neighbour's caption, ``None`` when it is not (the generated caption): such a candidate does not
-        vote, and takes the most similar neighbour's similarity. Without ``similarities`` only the
-        log-likelihood counts.
+        vote, and its own similarity is 0 (no retrieved molecule stands behind it; chosen on validation
+        against giving it the top neighbour's). Without ``similarities`` only the log-likelihood counts.
 
         Returns, per molecule, the index of the best candidate (ties: the first) and all candidates' scores.
         """
@@ -310,7 +310,6 @@ class HSANet(nn.Module):
                 sims = similarities[i]
                 voters = [c for c, s in zip(cands, sims) if s is not None]
                 weights = [s for s in sims if s is not None]
-                top = max(weights, default=0.0)
                 # a neighbour's caption is that voter; another candidate is the voter it copies, if any
                 own, n = [], 0
                 for c, s in zip(cands, sims):
@@ -318,7 +317,7 @@ class HSANet(nn.Module):
                     n += s is not None
                 agree = (consensus(cands, voters, weights, own) if cfg.rerank_consensus > 0
                          else [0.0] * len(cands))
-                own = [top if s is None else s for s in sims]
+                own = [0.0 if s is None else s for s in sims]
                 scores = [float(v) for v in combined_scores(loglik[i], agree, own, cfg.rerank_likelihood if use_ll else 0.0,
                                                             cfg.rerank_consensus, cfg.rerank_similarity)]
             out.append((max(range(len(cands)), key=lambda j: scores[j]), scores))

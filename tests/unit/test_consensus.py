@@ -77,7 +77,7 @@ def test_rerank_consensus_changes_the_pick_and_scores_add_up(tokenizer):
         cfg.rerank_likelihood, cfg.rerank_consensus, cfg.rerank_similarity = 1.0, 2.0, 3.0
         (_, mixed), = model.rerank(fused, [prompt], [cands], [sims])
         votes = consensus(cands, cands[1:], sims[1:], [None, 0, 1, 2])
-        expect = combined_scores(plain, votes, [0.8, 0.8, 0.6, 0.6], 1.0, 2.0, 3.0)
+        expect = combined_scores(plain, votes, [0.0, 0.8, 0.6, 0.6], 1.0, 2.0, 3.0)
         assert mixed == pytest.approx(expect.tolist())
         # decoding uses it: every pick is a candidate, the sources say where it came from
         captions, sources, _ = model.decode(fused, [mol], max_new_tokens=8, rerank=True)
