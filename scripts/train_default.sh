@@ -17,7 +17,7 @@
 #             weights; RERANK_NEIGHBOURS=N overrides the reranking pool
 #   props     property heads on the frozen encoder: BBBP, BACE, ClinTox, scaffold split seeds 0, 1, 2
 #   test      the shipped model on the full ChEBI-20 test split, the retrieval baseline of the same
-#             protocol (train pool), and the head-to-head per molecule
+#             protocol (train pool), the head-to-head per molecule, and the no-model consensus baseline
 #   reference the reference set behind the app's map (test split; captions from the test stage)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -111,6 +111,8 @@ EOF
     $HSANET baseline retrieval --split test --out "$RUNS/retrieval_test" \
       --versus "$RUNS/eval_test/predictions.tsv" > /dev/null
     cat "$RUNS/retrieval_test/metrics.json"
+    $HSANET baseline retrieval --split test --consensus 5 --out "$RUNS/consensus_test" > /dev/null
+    cat "$RUNS/consensus_test/metrics.json"
     ;;
   reference)
     $HSANET reference build --captions-from "$RUNS/eval_test/predictions.tsv"

@@ -39,24 +39,27 @@ def test_decoding_setup_is_the_documented_one(shipped):
 
 
 def test_captions_with_reranking(shipped):
+    """The caption is the best-scored of the generated caption and the reranking pool's captions
+    (model likelihood, consensus, similarity with the card's weights)."""
+    c = shipped.config
+    assert c.rerank_neighbours == 5 and c.rerank_consensus > 0 and c.rerank_similarity > 0
     trace = shipped.analyze(ASPIRIN)
     assert trace.caption and trace.caption.strip()
-    neighbours = [n.caption for n in trace.neighbours]
-    assert len(neighbours) == 1
-    if trace.caption_source == "generated":
-        plain = shipped.generate_captions([trace_molecule(ASPIRIN)], rerank=False)[0]
-        assert trace.caption == plain
-    else:
-        assert trace.caption_source.startswith("neighbour") and trace.caption in neighbours
-    # reranking returns the likeliest of the candidates under the model
+    assert len(trace.neighbours) == 1                     # the prompt holds the top neighbour only
     from hsanet.featurizers import featurize
 
     mol = trace_molecule(ASPIRIN)
+    pool = shipped.references([mol.smiles], k=c.rerank_neighbours)[0]
     enc = shipped.encode(featurize([mol]))
-    prompt = shipped.decoder.prompt_ids(mol.smiles, neighbours)
+    prompt = shipped.decoder.prompt_ids(mol.smiles, [n.caption for n in trace.neighbours])
     generated = shipped.generate_captions([mol], rerank=False)[0]
-    (best, scores), = shipped.rerank(enc["fused"], [prompt], [[generated] + neighbours])
-    assert trace.caption == ([generated] + neighbours)[best] and scores[best] == max(scores)
+    cands = [generated] + [n.caption for n in pool]
+    (best, scores), = shipped.rerank(enc["fused"], [prompt], [cands], [[None] + [n.similarity for n in pool]])
+    assert trace.caption == cands[best] and scores[best] == max(scores)
+    if trace.caption_source == "generated":
+        assert best == 0
+    else:
+        assert trace.caption_source == f"neighbour {best} (reranked)"
 
 
 def test_deferred_decoder_writes_the_same_caption(shipped):
