@@ -265,6 +265,24 @@ def test_map_hover_shows_the_structure_picture(page):
     page.mouse.move(5, 5)
 
 
+EDITOR_JS = """() => {
+    const vis = (el) => { if (!el) return false; const r = el.getBoundingClientRect();
+        return r.width > 0 && r.left >= 0 && r.top >= 0 && r.right <= innerWidth && r.bottom <= innerHeight; };
+    const byTitle = (t) => [...document.querySelectorAll('button[title]')].find(b => b.title.startsWith(t));
+    const zoom = [...document.querySelectorAll('span, div')].find(e => /^\\d+%$/.test((e.innerText || '').trim()));
+    return {atoms: ['Hydrogen', 'Carbon', 'Nitrogen', 'Oxygen', 'Periodic Table'].filter(t => !vis(byTitle(t))),
+            zoom: zoom ? zoom.innerText.trim() : null, zoomShown: vis(zoom)};
+}"""
+
+
+def test_editor_has_room_for_its_toolbars(page):
+    """The Ketcher frame is wide enough: the atom palette and the whole zoom label are inside it."""
+    frame = page.locator(KETCHER).element_handle().content_frame()
+    got = frame.evaluate(EDITOR_JS)
+    assert got["atoms"] == [], f"atom buttons cut off or hidden: {got['atoms']}"
+    assert got["zoom"] and got["zoom"].endswith("%") and got["zoomShown"], got
+
+
 def test_export_renders_svg_and_png_offline():
     """The export view's server-side rendering (kaleido + the system Chromium, MathJax off)."""
     import plotly.graph_objects as go
